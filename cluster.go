@@ -1,0 +1,416 @@
+// Package recluster runs N worker processes of a server behind listening
+// sockets that the master owns, replaces workers that die, and swaps the
+// whole set for new code without failing a request.
+//
+// It is the Go successor of the Node.js library recluster: worker slots with
+// a zero-based WORKER_ID, readiness modes (Listening, Started, Ready), a
+// disconnect message to old workers, a kill timeout and respawn pacing with
+// exponential backoff. Worker programs use package
+// github.com/recluster-go/recluster/worker.
+//
+// One goroutine (the supervisor) owns all of a Cluster's state; the methods
+// send it requests and wait for its answers, so they are safe to call from
+// any goroutine.
+package recluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ReadyWhen says when a new worker counts as ready to replace an old one.
+type ReadyWhen string
+
+const (
+	// Listening (the default): the worker has obtained a listener from the
+	// master (worker.Listen). With Options.Sockets every worker holds its
+	// listeners from its first instruction, so Listening is met as soon as
+	// the process has started.
+	Listening ReadyWhen = "listening"
+	// Started: the process is running.
+	Started ReadyWhen = "started"
+	// Ready: the worker says so, with worker.Ready (the channel message
+	// {"cmd":"ready"}) or sd_notify READY=1 when Options.Notify is set.
+	Ready ReadyWhen = "ready"
+)
+
+// Options configure a Cluster. The zero value of each field means its
+// default.
+type Options struct {
+	// Workers is the number of slots; default runtime.NumCPU().
+	Workers int
+	// Timeout is how long a worker may drain after it is told to disconnect
+	// before it is killed. Default 1s, or 1h when RECLUSTER_ENV=production
+	// (the seed's development and production defaults). A negative value
+	// kills at once.
+	Timeout time.Duration
+	// Respawn is the minimum gap between respawns of dead workers, cluster
+	// wide; default 1s.
+	Respawn time.Duration
+	// Backoff caps the exponential backoff of Respawn: each crash doubles
+	// the gap up to Backoff, and each quiet Backoff period halves it again.
+	// Zero disables the backoff.
+	Backoff time.Duration
+	// ReadyWhen says when a new worker is ready; default Listening.
+	ReadyWhen ReadyWhen
+	// ReadyTimeout is how long a new worker may take to become ready before
+	// it is killed (and a reload that waits for it aborted); default 30s.
+	ReadyTimeout time.Duration
+
+	// Args are the worker program's arguments (without argv[0]).
+	Args []string
+	// Env holds KEY=VALUE pairs added to the master's own environment for
+	// the workers; a key given here overrides the inherited one.
+	Env []string
+	// Dir is the workers' working directory; default the master's.
+	Dir string
+
+	// Logger receives the cluster's log; default slog.Default().
+	Logger *slog.Logger
+	// DisableRespawnLog silences the log line for each respawn (the seed's
+	// log.respawns, on by default).
+	DisableRespawnLog bool
+	// OnEvent, when set, is called for every lifecycle event, in order, from
+	// a goroutine of its own: it may call the Cluster's methods.
+	OnEvent func(Event)
+
+	// StopSignal, when set, is sent to a worker together with the disconnect
+	// message, for programs that do not read the channel (SIGTERM is the
+	// usual choice). Zero sends the message only, as the seed does.
+	StopSignal syscall.Signal
+	// Stdout and Stderr receive the workers' output; nil means the master's
+	// own stdout and stderr, passed straight through.
+	Stdout, Stderr io.Writer
+	// PrefixOutput labels each line of worker output with its slot and pid.
+	PrefixOutput bool
+
+	// Sockets are bound by the master before any worker starts and passed to
+	// every worker the systemd way: fds from 3, LISTEN_FDS, LISTEN_FDNAMES
+	// and LISTEN_PID equal to the worker's own pid.
+	Sockets []Socket
+	// Notify gives every worker its own NOTIFY_SOCKET, so that sd_notify
+	// READY=1, STATUS=, STOPPING=1 and WATCHDOG=1 work as under systemd.
+	Notify bool
+	// ReapOrphans makes the master reap every child that ends, not only its
+	// workers, as PID 1 in a container must.
+	ReapOrphans bool
+}
+
+// Socket is a listening socket that the master owns for the life of the
+// cluster and passes to every worker (see Options.Sockets).
+type Socket struct {
+	// Name is its LISTEN_FDNAMES entry; default "listen".
+	Name string
+	// Network is "tcp", "tcp4", "tcp6" or "unix"; default "tcp".
+	Network string
+	// Address is what to bind, as for net.Listen.
+	Address string
+	// FD, when > 0, is an inherited listening socket (from systemd) to use
+	// instead of binding Address.
+	FD int
+}
+
+// Self, as the program path, makes the master re-execute its own binary:
+// the program is its own worker (the Go form of Node's cluster.isMaster).
+const Self = ""
+
+// Cluster is a master of worker processes. Create it with New.
+type Cluster struct {
+	program string
+	opts    Options
+	log     *slog.Logger
+
+	calls chan func(*supervisor)
+	done  chan struct{} // closed when the supervisor has stopped
+	start sync.Once     // starts the supervisor goroutine on first use
+	sup   *supervisor   // touched only by the supervisor goroutine
+}
+
+// Errors that Reload and Terminate return.
+var (
+	// ErrSuperseded: a newer reload replaced this one before it finished.
+	ErrSuperseded = errors.New("recluster: reload superseded by a newer reload")
+	// ErrNotRunning: the cluster was not started, or it has been terminated.
+	ErrNotRunning = errors.New("recluster: cluster is not running")
+)
+
+// New returns a cluster that will run program (an absolute path, or Self)
+// with opts. Nothing starts until Run.
+func New(program string, opts Options) *Cluster {
+	if program == Self {
+		program = selfExecutable()
+		if opts.Args == nil && len(os.Args) > 1 {
+			opts.Args = os.Args[1:]
+		}
+	}
+	opts = withDefaults(opts)
+	c := &Cluster{
+		program: program,
+		opts:    opts,
+		log:     opts.Logger,
+		calls:   make(chan func(*supervisor)),
+		done:    make(chan struct{}),
+	}
+	c.sup = newSupervisor(c)
+	return c
+}
+
+func selfExecutable() string {
+	// Resolve once, now: after a deploy replaces the binary on disk,
+	// /proc/self/exe names the deleted file.
+	exe, err := os.Executable()
+	if err != nil {
+		return os.Args[0]
+	}
+	if resolved, err := filepath.EvalSymlinks(exe); err == nil {
+		return resolved
+	}
+	return exe
+}
+
+// defaultTimeout follows the seed: short in development, long in production.
+func defaultTimeout() time.Duration {
+	if os.Getenv("RECLUSTER_ENV") == "production" {
+		return time.Hour
+	}
+	return time.Second
+}
+
+func withDefaults(o Options) Options {
+	if o.Workers <= 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	if o.Timeout == 0 {
+		o.Timeout = defaultTimeout()
+	}
+	if o.Respawn <= 0 {
+		o.Respawn = time.Second
+	}
+	if o.ReadyWhen == "" {
+		o.ReadyWhen = Listening
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	for i := range o.Sockets {
+		if o.Sockets[i].Network == "" {
+			o.Sockets[i].Network = "tcp"
+		}
+		if o.Sockets[i].Name == "" {
+			o.Sockets[i].Name = "listen"
+		}
+	}
+	return o
+}
+
+// Validate reports the first option or program problem, in words that name
+// the fix. Run calls it; a CLI may call it earlier.
+func (c *Cluster) Validate() error {
+	o := c.opts
+	switch o.ReadyWhen {
+	case Listening, Started, Ready:
+	default:
+		return fmt.Errorf("recluster: ReadyWhen %q is not one of listening, started, ready", o.ReadyWhen)
+	}
+	if o.Backoff < 0 {
+		return fmt.Errorf("recluster: Backoff %v is negative; use 0 to disable the backoff", o.Backoff)
+	}
+	if o.Backoff > 0 && o.Backoff < o.Respawn {
+		return fmt.Errorf("recluster: Backoff %v is below Respawn %v; the backoff caps the respawn gap, so make it at least Respawn", o.Backoff, o.Respawn)
+	}
+	for _, kv := range o.Env {
+		if i := indexByte(kv, '='); i <= 0 {
+			return fmt.Errorf("recluster: Env entry %q is not KEY=VALUE", kv)
+		}
+	}
+	if o.Dir != "" {
+		if st, err := os.Stat(o.Dir); err != nil || !st.IsDir() {
+			return fmt.Errorf("recluster: working directory %q does not exist or is not a directory", o.Dir)
+		}
+	}
+	for _, s := range o.Sockets {
+		if s.FD <= 0 && s.Address == "" {
+			return fmt.Errorf("recluster: socket %q has no address; give NAME=ADDR such as http=127.0.0.1:8080", s.Name)
+		}
+	}
+	return checkProgram(c.program, o.Dir)
+}
+
+func indexByte(s string, b byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == b {
+			return i
+		}
+	}
+	return -1
+}
+
+// checkProgram turns the exec errors that would otherwise surface as a
+// crash loop into one clear message before any worker starts.
+func checkProgram(program, dir string) error {
+	if program == "" {
+		return errors.New("recluster: no worker program given")
+	}
+	path := program
+	if !filepath.IsAbs(path) && dir != "" {
+		path = filepath.Join(dir, path)
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("recluster: worker program %s does not exist; give the path of an executable file", program)
+	case err != nil:
+		return fmt.Errorf("recluster: worker program %s: %v", program, err)
+	case st.IsDir():
+		return fmt.Errorf("recluster: worker program %s is a directory; give the path of an executable file", program)
+	case st.Mode()&0o111 == 0:
+		return fmt.Errorf("recluster: worker program %s is not executable; run chmod +x %s", program, program)
+	}
+	return nil
+}
+
+// Run validates the options, binds Options.Sockets and starts one worker
+// per slot. It returns once they are spawned, not when they are ready; a
+// worker that fails later is respawned with the configured pacing.
+func (c *Cluster) Run() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	var err error
+	if !c.call(func(s *supervisor) { err = s.run() }) {
+		return ErrNotRunning
+	}
+	if err != nil {
+		<-c.done
+	}
+	return err
+}
+
+// Reload starts a new generation of workers, waits until every one of them
+// is ready, then tells the old generation to disconnect and kills what is
+// left of it after Timeout. It returns nil once the new generation is
+// active. If a new worker exits or misses ReadyTimeout, or ctx ends first,
+// the reload is aborted: the new generation is stopped, the old one keeps
+// serving, and the error names the slot and the cause. A Reload called while
+// another is in progress supersedes it (that one returns ErrSuperseded).
+func (c *Cluster) Reload(ctx context.Context) error {
+	result := make(chan error, 1)
+	if !c.call(func(s *supervisor) { s.startReload(result) }) {
+		return ErrNotRunning
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		c.call(func(s *supervisor) { s.abortReloadFor(result, fmt.Errorf("recluster: reload aborted: %w", ctx.Err())) })
+		return <-result
+	}
+}
+
+// Terminate stops the cluster gracefully: no more respawns, every worker is
+// told to disconnect, and what is left at ctx's deadline or after Timeout,
+// whichever comes first, is killed. It returns once every worker has exited
+// and the master's sockets are closed.
+func (c *Cluster) Terminate(ctx context.Context) error {
+	result := make(chan error, 1)
+	if !c.call(func(s *supervisor) { s.terminate(result) }) {
+		return nil // already terminated
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		c.call(func(s *supervisor) { s.killAll("terminate deadline") })
+		return <-result
+	}
+}
+
+// Scale changes the number of slots. Growing starts workers in the new
+// slots at once; shrinking tells the workers of the highest slots to
+// disconnect.
+func (c *Cluster) Scale(n int) error {
+	if n < 1 {
+		return fmt.Errorf("recluster: cannot scale to %d workers; the minimum is 1", n)
+	}
+	var err error
+	if !c.call(func(s *supervisor) { err = s.scale(n) }) {
+		return ErrNotRunning
+	}
+	return err
+}
+
+// ActiveWorkers returns, for each slot, the ready worker that serves it; a
+// slot with none is missing from the map.
+func (c *Cluster) ActiveWorkers() map[int]*Worker {
+	m := map[int]*Worker{}
+	c.call(func(s *supervisor) {
+		for _, w := range s.workers {
+			if w.state == stateActive {
+				m[w.slot] = w
+			}
+		}
+	})
+	return m
+}
+
+// Workers returns every live worker, ready or not, old or new, ordered by
+// slot and then by generation.
+func (c *Cluster) Workers() []*Worker {
+	var ws []*Worker
+	c.call(func(s *supervisor) { ws = s.sortedWorkers() })
+	return ws
+}
+
+// Status returns a snapshot of the cluster for display and monitoring.
+func (c *Cluster) Status() Status {
+	var st Status
+	c.call(func(s *supervisor) { st = s.status() })
+	return st
+}
+
+// Done is closed once the cluster has been terminated (or failed to run).
+func (c *Cluster) Done() <-chan struct{} { return c.done }
+
+// Addrs returns the addresses of the sockets the master holds, so that a
+// program that asked for port 0 can learn the port.
+func (c *Cluster) Addrs() []net.Addr {
+	var addrs []net.Addr
+	c.call(func(s *supervisor) { addrs = s.sockets.addrs() })
+	return addrs
+}
+
+// call runs f on the supervisor goroutine and waits for it; it reports false
+// when the supervisor has stopped.
+func (c *Cluster) call(f func(*supervisor)) bool {
+	c.start.Do(func() { go c.sup.loop() })
+	finished := make(chan struct{})
+	select {
+	case c.calls <- func(s *supervisor) { f(s); close(finished) }:
+		<-finished
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+// post hands f to the supervisor without waiting; goroutines that report
+// events (exits, messages, timers) use it.
+func (c *Cluster) post(f func(*supervisor)) {
+	select {
+	case c.calls <- f:
+	case <-c.done:
+	}
+}

@@ -1,0 +1,238 @@
+// Package proto is the wire protocol between a recluster master and its
+// workers: JSON lines over an inherited Unix stream socket (the channel),
+// with listening sockets passed as SCM_RIGHTS ancillary data. It is shared
+// by the master (package recluster) and the worker package so that the two
+// sides cannot drift apart; docs/protocol.md describes it for workers in
+// other languages.
+package proto
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Environment variables that the master sets for every worker.
+const (
+	// EnvWorkerID is the worker's slot, 0..N-1 (the seed's WORKER_ID).
+	EnvWorkerID = "WORKER_ID"
+	// EnvGeneration counts reloads: 1 for the first generation.
+	EnvGeneration = "RECLUSTER_GENERATION"
+	// EnvChannelFD names the inherited file descriptor of the channel.
+	EnvChannelFD = "RECLUSTER_CHANNEL_FD"
+	// EnvTimeout is how long the worker may drain once told to disconnect
+	// before the master kills it, as a Go duration ("1s"). Workers size
+	// their keep-alive grace period from it.
+	EnvTimeout = "RECLUSTER_TIMEOUT"
+	// EnvHeartbeat, when set, is the interval (a Go duration) at which the
+	// master expects a heartbeat message from the worker.
+	EnvHeartbeat = "RECLUSTER_HEARTBEAT"
+)
+
+// Commands carried in Message.Cmd.
+const (
+	// CmdListen from a worker asks for a listening socket; the master's
+	// answer carries the same Cmd and ID, with one fd attached or an Error.
+	CmdListen = "listen"
+	// CmdReady from a worker says it is ready to serve (ReadyWhen=ready).
+	CmdReady = "ready"
+	// CmdDisconnect from the master tells a worker to stop accepting, finish
+	// in-flight work and exit; from a worker it asks to be replaced.
+	CmdDisconnect = "disconnect"
+	// CmdHeartbeat from a worker says it is alive and not hung.
+	CmdHeartbeat = "heartbeat"
+	// CmdStatus from a worker carries a free-form status line for operators.
+	CmdStatus = "status"
+)
+
+// MaxLine bounds one message, so that a confused peer cannot make the
+// other side buffer without limit.
+const MaxLine = 64 << 10
+
+// Message is one JSON line on the channel. Unknown fields are ignored and
+// unknown commands are skipped by both sides, so the protocol can grow.
+type Message struct {
+	Cmd     string `json:"cmd"`
+	ID      uint64 `json:"id,omitempty"`
+	Network string `json:"network,omitempty"`
+	Address string `json:"address,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Status  string `json:"status,omitempty"`
+}
+
+// ErrMalformed wraps a line that is not a valid message; the connection
+// stays usable after it.
+var ErrMalformed = errors.New("malformed message")
+
+// Conn is one end of a channel. Send may be called from several goroutines;
+// Receive from one at a time.
+type Conn struct {
+	// WriteTimeout, when set, bounds each Send, so that a peer that stops
+	// reading cannot block the sender.
+	WriteTimeout time.Duration
+
+	uc      *net.UnixConn
+	writeMu sync.Mutex
+
+	buf     []byte // received bytes not yet returned as lines
+	fds     []int  // received descriptors not yet claimed by a listen reply
+	readErr error
+}
+
+// NewConn takes ownership of fd, a connected Unix stream socket.
+func NewConn(fd int, name string) (*Conn, error) {
+	f := os.NewFile(uintptr(fd), name)
+	if f == nil {
+		return nil, fmt.Errorf("channel fd %d is not valid", fd)
+	}
+	defer f.Close() // net.FileConn dups it
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("channel fd %d: %w", fd, err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("channel fd %d is not a Unix socket", fd)
+	}
+	return &Conn{uc: uc}, nil
+}
+
+// Pair makes a connected pair of close-on-exec stream sockets: the first is
+// for this process, the second (a raw fd) is meant for a child.
+func Pair() (*Conn, int, error) {
+	syscall.ForkLock.RLock()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err == nil {
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, -1, fmt.Errorf("socketpair: %w", err)
+	}
+	c, err := NewConn(fds[0], "recluster-channel")
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, -1, err
+	}
+	return c, fds[1], nil
+}
+
+// Send writes m as one line, with fd (when >= 0) attached to it.
+func (c *Conn) Send(m Message, fd int) error {
+	line, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	line = append(line, '\n')
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.WriteTimeout > 0 {
+		c.uc.SetWriteDeadline(time.Now().Add(c.WriteTimeout))
+	}
+	n, _, err := c.uc.WriteMsgUnix(line, oob, nil)
+	if err == nil && n < len(line) {
+		// The descriptor went with the first bytes; the rest is plain data.
+		_, err = c.uc.Write(line[n:])
+	}
+	return err
+}
+
+// Receive returns the next message. A listen reply without an Error comes
+// with the descriptor that was attached to it (else fd is -1); the caller
+// owns it. A malformed line returns an error wrapping ErrMalformed, and the
+// next call goes on with the line after it.
+func (c *Conn) Receive() (m Message, fd int, err error) {
+	fd = -1
+	for {
+		if i := bytes.IndexByte(c.buf, '\n'); i >= 0 {
+			line := c.buf[:i]
+			c.buf = c.buf[i+1:]
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			if err := json.Unmarshal(line, &m); err != nil {
+				return Message{}, -1, fmt.Errorf("%w: %q: %v", ErrMalformed, truncate(line), err)
+			}
+			if m.Cmd == "" {
+				return Message{}, -1, fmt.Errorf("%w: %q has no \"cmd\"", ErrMalformed, truncate(line))
+			}
+			if m.Cmd == CmdListen && m.Error == "" && len(c.fds) > 0 {
+				fd, c.fds = c.fds[0], c.fds[1:]
+			}
+			return m, fd, nil
+		}
+		if c.readErr != nil {
+			for _, fd := range c.fds {
+				unix.Close(fd)
+			}
+			c.fds = nil
+			return Message{}, -1, c.readErr
+		}
+		if len(c.buf) > MaxLine {
+			c.buf = c.buf[:0]
+			return Message{}, -1, fmt.Errorf("%w: a line longer than %d bytes", ErrMalformed, MaxLine)
+		}
+		c.fill()
+	}
+}
+
+func (c *Conn) fill() {
+	data := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4*16))
+	n, oobn, _, _, err := c.uc.ReadMsgUnix(data, oob)
+	c.buf = append(c.buf, data[:n]...)
+	if oobn > 0 {
+		c.fds = append(c.fds, parseRights(oob[:oobn])...)
+	}
+	if err != nil {
+		c.readErr = err
+	} else if n == 0 {
+		c.readErr = errors.New("channel closed")
+	}
+}
+
+func parseRights(oob []byte) []int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, msg := range msgs {
+		got, err := unix.ParseUnixRights(&msg)
+		if err != nil {
+			continue
+		}
+		for _, fd := range got {
+			unix.CloseOnExec(fd)
+		}
+		fds = append(fds, got...)
+	}
+	return fds
+}
+
+func truncate(b []byte) []byte {
+	if len(b) > 200 {
+		return b[:200]
+	}
+	return b
+}
+
+// Close closes the channel; a Receive in progress returns an error, and
+// releases the descriptors that nobody claimed.
+func (c *Conn) Close() error {
+	return c.uc.Close()
+}

@@ -1,0 +1,206 @@
+package recluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ownedSocket is a listening socket that the master keeps for the life of
+// the cluster. The master holds a raw descriptor and never accepts on it:
+// it is not in the master's epoll set, so connections cost the master
+// nothing, and it is never wrapped in an *os.File whose Fd method would
+// flip the shared description into blocking mode under the workers.
+type ownedSocket struct {
+	name    string
+	network string
+	address string // as requested
+	fd      int
+	addr    net.Addr
+}
+
+// socketRegistry maps what workers ask for to the sockets the master owns:
+// the first request for an address binds it, every later one (from any
+// worker of any generation) gets a duplicate of the same socket, so its
+// accept queue outlives every worker.
+type socketRegistry struct {
+	byKey   map[string]*ownedSocket
+	passed  []*ownedSocket // Options.Sockets, in LISTEN_FDS order
+	unlinks []string       // Unix socket paths the master created
+}
+
+func newSocketRegistry() *socketRegistry {
+	return &socketRegistry{byKey: map[string]*ownedSocket{}}
+}
+
+func socketKey(network, address string) string { return network + " " + address }
+
+// get returns the socket for network and address, binding it on first use.
+func (r *socketRegistry) get(network, address string) (*ownedSocket, error) {
+	key := socketKey(network, address)
+	if s, ok := r.byKey[key]; ok {
+		return s, nil
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6", "unix":
+	default:
+		return nil, fmt.Errorf("network %q is not supported; use tcp, tcp4, tcp6 or unix", network)
+	}
+	fd, addr, err := bindListener(network, address)
+	if err != nil {
+		return nil, err
+	}
+	s := &ownedSocket{name: "listen", network: network, address: address, fd: fd, addr: addr}
+	r.byKey[key] = s
+	if network == "unix" && address != "" && address[0] != '@' {
+		r.unlinks = append(r.unlinks, address)
+	}
+	return s, nil
+}
+
+// bindPassed binds (or adopts) the sockets that every worker inherits.
+func (r *socketRegistry) bindPassed(specs []Socket) error {
+	for _, spec := range specs {
+		var s *ownedSocket
+		if spec.FD > 0 {
+			addr, err := adoptListener(spec.FD)
+			if err != nil {
+				return fmt.Errorf("socket %q (fd %d): %w", spec.Name, spec.FD, err)
+			}
+			s = &ownedSocket{network: addr.Network(), address: spec.Address, fd: spec.FD, addr: addr}
+			if s.address == "" {
+				s.address = addr.String()
+			}
+			r.byKey[socketKey(spec.Network, s.address)] = s
+		} else {
+			var err error
+			s, err = r.get(spec.Network, spec.Address)
+			if err != nil {
+				return fmt.Errorf("socket %q: %w", spec.Name, err)
+			}
+		}
+		s.name = spec.Name
+		// Programs written for systemd expect blocking sockets, as systemd
+		// passes them; runtimes that want non-blocking ones set that
+		// themselves.
+		if err := unix.SetNonblock(s.fd, false); err != nil {
+			return fmt.Errorf("socket %q: %w", spec.Name, err)
+		}
+		r.passed = append(r.passed, s)
+	}
+	return nil
+}
+
+// bindListener binds with the standard library, keeps a private duplicate
+// of the descriptor and closes the Go listener, which takes the socket out
+// of the master's netpoller.
+func bindListener(network, address string) (int, net.Addr, error) {
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), network, address)
+	if err != nil {
+		return -1, nil, explainListenError(network, address, err)
+	}
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	fd, err := dupListenerFD(ln.(syscall.Conn))
+	addr := ln.Addr()
+	ln.Close()
+	if err != nil {
+		return -1, nil, err
+	}
+	return fd, addr, nil
+}
+
+func dupListenerFD(conn syscall.Conn) (int, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	dup := -1
+	var dupErr error
+	err = raw.Control(func(fd uintptr) {
+		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err == nil {
+		err = dupErr
+	}
+	return dup, err
+}
+
+// adoptListener checks that an inherited descriptor is a listening socket
+// and returns its address.
+func adoptListener(fd int) (net.Addr, error) {
+	listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return nil, fmt.Errorf("not a socket: %w", err)
+	}
+	if listening != 1 {
+		return nil, fmt.Errorf("the socket is not listening")
+	}
+	unix.CloseOnExec(fd)
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), "inherited")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr()
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	ln.Close()
+	return addr, nil
+}
+
+func explainListenError(network, address string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("cannot listen on %s %s: the address is already in use; stop the other program or choose another port", network, address)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("cannot listen on %s %s: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE", network, address)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("cannot listen on %s %s: no interface of this machine has that address", network, address)
+	}
+	return fmt.Errorf("cannot listen on %s %s: %w", network, address, err)
+}
+
+func (r *socketRegistry) addrs() []net.Addr {
+	var out []net.Addr
+	seen := map[*ownedSocket]bool{}
+	for _, s := range r.passed {
+		seen[s] = true
+		out = append(out, s.addr)
+	}
+	for _, s := range r.byKey {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s.addr)
+		}
+	}
+	return out
+}
+
+func (r *socketRegistry) closeAll() {
+	closed := map[int]bool{}
+	for _, s := range r.byKey {
+		if !closed[s.fd] {
+			closed[s.fd] = true
+			unix.Close(s.fd)
+		}
+	}
+	for _, p := range r.unlinks {
+		os.Remove(p)
+	}
+	r.byKey = map[string]*ownedSocket{}
+	r.passed = nil
+	r.unlinks = nil
+}

@@ -1,0 +1,103 @@
+package recluster
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/recluster-go/recluster/internal/proto"
+)
+
+// Worker is the master's view of one worker process. Its methods return
+// facts fixed at spawn time, so they are safe from any goroutine; what
+// changes (state, readiness) is read through Cluster.Status.
+type Worker struct {
+	slot    int
+	pid     int
+	gen     int
+	started time.Time
+
+	// Owned by the supervisor goroutine.
+	state       workerState
+	readyAt     time.Time
+	conn        *proto.Conn
+	notify      *notifySocket
+	retiring    bool // it asked to be replaced and serves until then
+	listening   bool
+	status      string // the worker's last STATUS= or status message
+	lastBeat    time.Time
+	readyTimer  *time.Timer
+	killTimer   *time.Timer
+	outputsDone chan struct{} // closed when its output has been copied
+}
+
+// ID returns the worker's slot, which is its WORKER_ID.
+func (w *Worker) ID() int { return w.slot }
+
+// PID returns the worker's process id.
+func (w *Worker) PID() int { return w.pid }
+
+// Generation returns the generation the worker belongs to: 1 for the first,
+// one more for each reload started.
+func (w *Worker) Generation() int { return w.gen }
+
+// Started returns when the worker was spawned.
+func (w *Worker) Started() time.Time { return w.started }
+
+func (w *Worker) String() string {
+	return fmt.Sprintf("worker %d (pid %d, gen %d)", w.slot, w.pid, w.gen)
+}
+
+type workerState int
+
+const (
+	stateStarting workerState = iota // spawned, not ready yet
+	stateStandby                     // ready, waiting for its generation to take over
+	stateActive                      // serving its slot
+	stateDraining                    // told to disconnect
+)
+
+func (s workerState) String() string {
+	switch s {
+	case stateStarting:
+		return "starting"
+	case stateStandby:
+		return "standby"
+	case stateActive:
+		return "active"
+	case stateDraining:
+		return "draining"
+	}
+	return "unknown"
+}
+
+// WorkerStatus is a snapshot of one worker.
+type WorkerStatus struct {
+	Slot       int `json:"slot"`
+	PID        int `json:"pid"`
+	Generation int `json:"generation"`
+	// State is one of starting, standby (ready, waiting for the rest of its
+	// generation), active, draining.
+	State     string    `json:"state"`
+	Started   time.Time `json:"started"`
+	Ready     bool      `json:"ready"`
+	Restarts  int       `json:"restarts"` // of its slot, since the cluster started
+	Status    string    `json:"status,omitempty"`
+	Listening bool      `json:"listening"`
+}
+
+// Status is a snapshot of a cluster.
+type Status struct {
+	// Phase is one of idle, running, terminating, stopped.
+	Phase string `json:"phase"`
+	// Slots is the number of slots (the Workers option, after any Scale).
+	Slots int `json:"slots"`
+	// Generation is the active generation.
+	Generation int `json:"generation"`
+	// Reloading is the generation being started by a reload, or 0.
+	Reloading int            `json:"reloading,omitempty"`
+	Workers   []WorkerStatus `json:"workers"`
+	// Reloads counts reloads by result: committed, aborted, superseded.
+	Reloads map[string]int `json:"reloads"`
+	// FailingSlots lists slots whose workers keep dying before they are ready.
+	FailingSlots []int `json:"failing_slots,omitempty"`
+}
