@@ -74,7 +74,6 @@ type supervisor struct {
 	terminateWaiters []chan error
 	runtimeDir       string // holds the notify sockets
 	notifySeq        int
-	outputs          sync.WaitGroup
 }
 
 func newSupervisor(c *Cluster) *supervisor {

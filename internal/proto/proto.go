@@ -194,6 +194,7 @@ func (c *Conn) fill() {
 	data := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4*16))
 	n, oobn, _, _, err := c.uc.ReadMsgUnix(data, oob)
+	n, oobn = max(n, 0), max(oobn, 0) // they are -1 on some errors
 	c.buf = append(c.buf, data[:n]...)
 	if oobn > 0 {
 		c.fds = append(c.fds, parseRights(oob[:oobn])...)

@@ -1,0 +1,84 @@
+// Command server is the worker program of the recluster tests. What it
+// does is chosen by flags and, so that a "deploy" can change it between
+// generations, by the first word of the file named by -modefile:
+//
+//	ok          listen and serve (default)
+//	broken      exit 1 at once, like a deploy that cannot start
+//	late        wait -delay before asking for a listener
+//	ready       listen, wait -delay, then say ready
+//	never-ready listen and serve but never say ready
+//	hang        never ask for a listener
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/recluster-go/recluster/worker"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:0", "address to listen on")
+	mode := flag.String("mode", "ok", "behaviour when -modefile is absent")
+	modeFile := flag.String("modefile", "", "file whose first word overrides -mode")
+	delay := flag.Duration("delay", 0, "delay for the late and ready modes")
+	flag.Parse()
+	if *modeFile != "" {
+		if b, err := os.ReadFile(*modeFile); err == nil && len(strings.Fields(string(b))) > 0 {
+			*mode = strings.Fields(string(b))[0]
+		}
+	}
+	switch *mode {
+	case "broken":
+		fmt.Fprintln(os.Stderr, "server: broken on purpose")
+		os.Exit(1)
+	case "hang":
+		<-worker.Disconnected()
+		return
+	case "late":
+		time.Sleep(*delay)
+	}
+	ln, err := worker.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		os.Exit(2)
+	}
+	if *mode == "ready" {
+		go func() {
+			time.Sleep(*delay)
+			worker.Ready()
+		}()
+	}
+	id, pid, gen := strconv.Itoa(worker.ID()), strconv.Itoa(os.Getpid()), strconv.Itoa(worker.Generation())
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Worker-Id", id)
+		w.Header().Set("X-Worker-Pid", pid)
+		w.Header().Set("X-Generation", gen)
+		if ms, err := strconv.Atoi(r.URL.Query().Get("sleep")); err == nil {
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+		switch r.URL.Path {
+		case "/args":
+			fmt.Fprint(w, strings.Join(flag.Args(), " "))
+		case "/env":
+			fmt.Fprint(w, os.Getenv(r.URL.Query().Get("name")))
+		case "/crash":
+			os.Exit(3)
+		case "/retire":
+			worker.Retire()
+			fmt.Fprint(w, "retiring")
+		default:
+			fmt.Fprintf(w, "worker %s pid %s gen %s", id, pid, gen)
+		}
+	})
+	if err := worker.Serve(&http.Server{Handler: mux}, ln); err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		os.Exit(4)
+	}
+}
