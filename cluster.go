@@ -104,6 +104,26 @@ type Options struct {
 	// ReapOrphans makes the master reap every child that ends, not only its
 	// workers, as PID 1 in a container must.
 	ReapOrphans bool
+
+	// User and Group, when set, are the account the workers run as (a name
+	// or a numeric id). The master must run as root: it binds the sockets,
+	// privileged ports included, and only the workers drop privileges.
+	User, Group string
+	// HeartbeatTimeout, when set, replaces a worker that has sent no
+	// heartbeat (the channel's heartbeat message or sd_notify WATCHDOG=1)
+	// for that long, as a crashed one is: the process is killed and its
+	// slot respawned. Workers built with package worker send heartbeats by
+	// themselves; other programs must send them.
+	HeartbeatTimeout time.Duration
+	// MaxRSS, when set, recycles a worker whose resident memory passes this
+	// many bytes (Linux): a replacement starts in its slot and the old one
+	// is told to disconnect once the new one is ready, so no capacity is
+	// lost.
+	MaxRSS int64
+	// MaxAge, when set, recycles a worker older than this the same way.
+	// Each worker's limit is shortened by a random jitter of up to 10% so
+	// that workers started together do not all recycle at once.
+	MaxAge time.Duration
 }
 
 // Socket is a listening socket that the master owns for the life of the
@@ -245,6 +265,12 @@ func (c *Cluster) Validate() error {
 		if s.FD <= 0 && s.Address == "" {
 			return fmt.Errorf("recluster: socket %q has no address; give NAME=ADDR such as http=127.0.0.1:8080", s.Name)
 		}
+	}
+	if _, err := resolveCredential(o.User, o.Group); err != nil {
+		return err
+	}
+	if o.HeartbeatTimeout < 0 || o.MaxAge < 0 || o.MaxRSS < 0 {
+		return errors.New("recluster: HeartbeatTimeout, MaxAge and MaxRSS must not be negative; use 0 to turn them off")
 	}
 	return checkProgram(c.program, o.Dir)
 }

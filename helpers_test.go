@@ -29,6 +29,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	os.Chmod(dir, 0o755) // workers may run as another user
 	serverBin = filepath.Join(dir, "server")
 	build := exec.Command("go", "build", "-o", serverBin, "./testdata/server")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -74,6 +75,8 @@ type supervisor struct {
 	terminateWaiters []chan error
 	runtimeDir       string // holds the notify sockets
 	notifySeq        int
+	credential       *syscall.Credential // whom the workers run as; nil: as the master
+	sweepTimer       *time.Timer         // heartbeat, age and memory checks
 }
 
 func newSupervisor(c *Cluster) *supervisor {
@@ -140,12 +143,20 @@ func (s *supervisor) run() error {
 	if err := s.sockets.bindPassed(s.opts.Sockets); err != nil {
 		return fail(fmt.Errorf("recluster: %w", err))
 	}
+	cred, err := resolveCredential(s.opts.User, s.opts.Group)
+	if err != nil {
+		return fail(err)
+	}
+	s.credential = cred
 	if s.opts.Notify {
 		dir, err := os.MkdirTemp("", "recluster-")
 		if err != nil {
 			return fail(fmt.Errorf("recluster: cannot make a directory for notify sockets: %w", err))
 		}
 		s.runtimeDir = dir
+		if err := s.giveToWorkers(dir); err != nil {
+			return fail(err)
+		}
 	}
 	s.phase = phaseRunning
 	s.gen, s.lastGen = 1, 1
@@ -154,6 +165,7 @@ func (s *supervisor) run() error {
 			return fail(err)
 		}
 	}
+	s.scheduleSweep()
 	s.log.Info("recluster: cluster started", "program", s.c.program, "workers", s.slots, "ready_when", string(s.opts.ReadyWhen))
 	return nil
 }
@@ -214,6 +226,9 @@ func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
 		proto.EnvChannelFD + "=" + strconv.Itoa(channelFD),
 		proto.EnvTimeout + "=" + s.opts.Timeout.String(),
 	}
+	if hb := s.opts.HeartbeatTimeout; hb > 0 {
+		own = append(own, proto.EnvHeartbeat+"="+hb.String(), "WATCHDOG_USEC="+strconv.FormatInt(hb.Microseconds(), 10))
+	}
 	argv0 := s.c.program
 	argv := append([]string{s.c.program}, s.opts.Args...)
 	if len(names) > 0 {
@@ -230,19 +245,28 @@ func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
 			return fail(err)
 		}
 		cleanups = append(cleanups, notify.close)
+		if err := s.giveToWorkers(notify.path); err != nil {
+			return fail(err)
+		}
 		w.notify = notify
 		own = append(own, "NOTIFY_SOCKET="+notify.path)
 	}
+	sys := workerSysProcAttr()
+	sys.Credential = s.credential
 	pid, err := startProcess(argv0, argv, &syscall.ProcAttr{
 		Dir:   s.opts.Dir,
 		Env:   workerEnv(os.Environ(), s.opts.Env, own),
 		Files: files,
-		Sys:   workerSysProcAttr(),
+		Sys:   sys,
 	})
 	if err != nil {
 		return fail(err)
 	}
 	w.pid, w.started, w.conn = pid, time.Now(), conn
+	w.lastBeat = w.started
+	if s.opts.MaxAge > 0 {
+		w.maxAge = s.opts.MaxAge - time.Duration(rand.Int64N(int64(s.opts.MaxAge/10)+1))
+	}
 	s.workers[pid] = w
 	go func() {
 		outputs.Wait()
@@ -303,7 +327,7 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message) {
 			s.markReady(w)
 		}
 	case proto.CmdDisconnect:
-		s.onRetire(w)
+		s.replace(w, "the worker asked to be replaced")
 	case proto.CmdHeartbeat:
 		w.lastBeat = time.Now()
 	case proto.CmdStatus:
@@ -402,17 +426,79 @@ func (s *supervisor) readyTimedOut(w *Worker) {
 	s.kill(w, cause)
 }
 
-func (s *supervisor) onRetire(w *Worker) {
+// replace starts a successor for an active worker, through the same
+// ready-gated path as a reload: w serves until the successor is ready.
+func (s *supervisor) replace(w *Worker, reason string) {
 	if w.state != stateActive || w.retiring || s.phase != phaseRunning {
 		return
 	}
 	w.retiring = true
-	s.emit(s.workerEvent(EventRetire, w))
-	s.log.Info("recluster: worker asked to be replaced", "worker", w.slot, "pid", w.pid)
+	e := s.workerEvent(EventRetire, w)
+	e.Reason = reason
+	s.emit(e)
+	s.log.Info("recluster: replacing worker", "worker", w.slot, "pid", w.pid, "reason", reason)
 	if _, err := s.spawn(w.slot, s.gen); err != nil {
 		s.log.Error(err.Error())
 		s.reconcile()
 	}
+}
+
+// sweepInterval is how often heartbeats, ages and memory are checked.
+func (s *supervisor) sweepInterval() time.Duration {
+	every := time.Second
+	if hb := s.opts.HeartbeatTimeout; hb > 0 {
+		every = min(every, max(hb/4, 10*time.Millisecond))
+	}
+	return every
+}
+
+func (s *supervisor) scheduleSweep() {
+	if s.opts.HeartbeatTimeout <= 0 && s.opts.MaxAge <= 0 && s.opts.MaxRSS <= 0 {
+		return // nothing to check: the master stays idle
+	}
+	s.sweepTimer = time.AfterFunc(s.sweepInterval(), func() { s.c.post((*supervisor).sweep) })
+}
+
+// sweep replaces hung workers and recycles old or bloated ones.
+func (s *supervisor) sweep() {
+	if s.phase != phaseRunning {
+		return
+	}
+	now := time.Now()
+	for _, w := range s.workers {
+		if w.state == stateDraining {
+			continue
+		}
+		if hb := s.opts.HeartbeatTimeout; hb > 0 && now.Sub(w.lastBeat) > hb {
+			s.kill(w, fmt.Sprintf("no heartbeat for %v (heartbeat timeout %v)", now.Sub(w.lastBeat).Round(time.Millisecond), hb))
+			continue
+		}
+		if w.state != stateActive || w.retiring || s.reload != nil {
+			continue
+		}
+		if w.maxAge > 0 && now.Sub(w.started) > w.maxAge {
+			s.replace(w, fmt.Sprintf("older than max age %v", s.opts.MaxAge))
+			continue
+		}
+		if s.opts.MaxRSS > 0 {
+			if rss, _, ok := procUsage(w.pid); ok && rss > s.opts.MaxRSS {
+				s.replace(w, fmt.Sprintf("RSS %d bytes over the limit of %d", rss, s.opts.MaxRSS))
+			}
+		}
+	}
+	s.scheduleSweep()
+}
+
+// giveToWorkers hands a path the workers must reach (the notify sockets)
+// to the account they run as.
+func (s *supervisor) giveToWorkers(path string) error {
+	if s.credential == nil {
+		return nil
+	}
+	if err := os.Chown(path, int(s.credential.Uid), int(s.credential.Gid)); err != nil {
+		return fmt.Errorf("recluster: %w", err)
+	}
+	return nil
 }
 
 // drain tells w to disconnect and kills it if it is still there after
@@ -748,6 +834,9 @@ func (s *supervisor) stop() {
 	}
 	s.phase = phaseStopped
 	s.cancelRespawns(0)
+	if s.sweepTimer != nil {
+		s.sweepTimer.Stop()
+	}
 	s.sockets.closeAll()
 	if s.runtimeDir != "" {
 		os.RemoveAll(s.runtimeDir)
@@ -789,10 +878,12 @@ func (s *supervisor) status() Status {
 		st.Reloads[k] = v
 	}
 	for _, w := range s.sortedWorkers() {
+		rss, cpu, _ := procUsage(w.pid)
 		st.Workers = append(st.Workers, WorkerStatus{
 			Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state.String(),
 			Started: w.started, Ready: !w.readyAt.IsZero(), Restarts: s.restarts[w.slot],
 			Status: w.status, Listening: w.listening,
+			RSSBytes: rss, CPUSeconds: cpu.Seconds(),
 		})
 	}
 	for slot := 0; slot < s.slots; slot++ {

@@ -21,7 +21,8 @@ type Worker struct {
 	readyAt     time.Time
 	conn        *proto.Conn
 	notify      *notifySocket
-	retiring    bool // it asked to be replaced and serves until then
+	retiring    bool          // it is being replaced and serves until then
+	maxAge      time.Duration // Options.MaxAge less this worker's jitter
 	listening   bool
 	status      string // the worker's last STATUS= or status message
 	lastBeat    time.Time
@@ -83,6 +84,10 @@ type WorkerStatus struct {
 	Restarts  int       `json:"restarts"` // of its slot, since the cluster started
 	Status    string    `json:"status,omitempty"`
 	Listening bool      `json:"listening"`
+	// RSSBytes and CPUSeconds are read from /proc when the snapshot is
+	// taken (Linux only; 0 elsewhere).
+	RSSBytes   int64   `json:"rss_bytes"`
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 // Status is a snapshot of a cluster.

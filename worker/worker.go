@@ -75,6 +75,14 @@ func readEnvironment() environment {
 	return env
 }
 
+func init() {
+	// A master that watches heartbeats must get them even from a program
+	// that never calls into this package after start-up.
+	if inherited.heartbeat > 0 {
+		channel()
+	}
+}
+
 // ID returns the worker's slot, WORKER_ID: 0..N-1, unique among the active
 // workers and kept by replacements. It is 0 when the program runs alone.
 func ID() int { return inherited.id }

@@ -61,6 +61,11 @@ func main() {
 		w.Header().Set("X-Worker-Pid", pid)
 		w.Header().Set("X-Generation", gen)
 		if ms, err := strconv.Atoi(r.URL.Query().Get("sleep")); err == nil {
+			if r.URL.Query().Get("flush") != "" {
+				// Let the client see the request is in flight.
+				w.WriteHeader(http.StatusOK)
+				w.(http.Flusher).Flush()
+			}
 			time.Sleep(time.Duration(ms) * time.Millisecond)
 		}
 		switch r.URL.Path {
@@ -68,6 +73,8 @@ func main() {
 			fmt.Fprint(w, strings.Join(flag.Args(), " "))
 		case "/env":
 			fmt.Fprint(w, os.Getenv(r.URL.Query().Get("name")))
+		case "/uid":
+			fmt.Fprint(w, os.Getuid(), " ", os.Getgid())
 		case "/crash":
 			os.Exit(3)
 		case "/retire":
