@@ -98,6 +98,16 @@ type Options struct {
 	// every worker the systemd way: fds from 3, LISTEN_FDS, LISTEN_FDNAMES
 	// and LISTEN_PID equal to the worker's own pid.
 	Sockets []Socket
+	// ReusePort gives each slot a TCP socket of its own, bound with
+	// SO_REUSEPORT to the same address and inherited by every generation
+	// of that slot, instead of one socket that all workers share. The
+	// kernel then spreads connections evenly over the slots (one shared
+	// socket favours the busiest worker), and a reload still closes no
+	// accept queue. The cost: connections that the kernel assigned to a
+	// slot wait while that slot has no worker (after a crash, until the
+	// respawn), and scaling down drops what waits in the removed slots'
+	// queues unless net.ipv4.tcp_migrate_req=1.
+	ReusePort bool
 	// Notify gives every worker its own NOTIFY_SOCKET, so that sd_notify
 	// READY=1, STATUS=, STOPPING=1 and WATCHDOG=1 work as under systemd.
 	Notify bool

@@ -317,6 +317,28 @@ func TestReloadUnderLoadFailsNoRequest(t *testing.T) {
 	}
 }
 
+func TestReusePortModeReloadsWithoutFailure(t *testing.T) {
+	tc := startCluster(t, recluster.Options{Workers: 3, ReusePort: true, Timeout: 5 * time.Second})
+	if n := len(tc.Addrs()); n != 1 {
+		t.Fatalf("the slots listen on %d addresses, want one: %v", n, tc.Addrs())
+	}
+	l := startLoad(tc.url, 8, false, "/")
+	for i := 0; i < 3; i++ {
+		if err := tc.Reload(context.Background()); err != nil {
+			t.Fatalf("reload %d: %v", i+1, err)
+		}
+	}
+	ok, failures := l.finish()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d requests failed across 3 reloads: %v", len(failures), ok+len(failures), failures[:min(5, len(failures))])
+	}
+	seen := map[string]bool{}
+	eventually(t, 5*time.Second, "every slot to answer", func() bool {
+		seen[get(t, tc.url, "/").header.Get("X-Worker-Id")] = true
+		return len(seen) == 3
+	})
+}
+
 func TestTerminateLeavesNothing(t *testing.T) {
 	tc := startCluster(t, recluster.Options{Workers: 3})
 	all := tc.Workers()

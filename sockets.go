@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,27 +25,44 @@ type ownedSocket struct {
 	address string // as requested
 	fd      int
 	addr    net.Addr
+	adopted bool // inherited from systemd, not bound by the master
 }
 
 // socketRegistry maps what workers ask for to the sockets the master owns:
 // the first request for an address binds it, every later one (from any
 // worker of any generation) gets a duplicate of the same socket, so its
 // accept queue outlives every worker.
+//
+// With reusePort (Options.ReusePort) each slot gets a socket of its own,
+// bound with SO_REUSEPORT to the same address, and every generation of
+// that slot inherits it: the kernel spreads connections evenly over the
+// slots, and no accept queue is closed by a reload.
 type socketRegistry struct {
-	byKey   map[string]*ownedSocket
-	passed  []*ownedSocket // Options.Sockets, in LISTEN_FDS order
-	unlinks []string       // Unix socket paths the master created
+	reusePort bool
+	byKey     map[string]*ownedSocket
+	passed    []*ownedSocket // Options.Sockets, in LISTEN_FDS order
+	unlinks   []string       // Unix socket paths the master created
+	// bound maps an address that asked for port 0 to the port it got, so
+	// that every slot's SO_REUSEPORT socket joins the same group.
+	bound map[string]string
 }
 
-func newSocketRegistry() *socketRegistry {
-	return &socketRegistry{byKey: map[string]*ownedSocket{}}
+func newSocketRegistry(reusePort bool) *socketRegistry {
+	return &socketRegistry{reusePort: reusePort, byKey: map[string]*ownedSocket{}, bound: map[string]string{}}
 }
 
-func socketKey(network, address string) string { return network + " " + address }
+func socketKey(network, address string, slot int) string {
+	return network + " " + address + " " + strconv.Itoa(slot)
+}
 
-// get returns the socket for network and address, binding it on first use.
-func (r *socketRegistry) get(network, address string) (*ownedSocket, error) {
-	key := socketKey(network, address)
+// get returns the socket for network and address (and, in reuse-port
+// mode, for slot), binding it on first use.
+func (r *socketRegistry) get(network, address string, slot int) (*ownedSocket, error) {
+	perSlot := r.reusePort && network != "unix"
+	if !perSlot {
+		slot = -1
+	}
+	key := socketKey(network, address, slot)
 	if s, ok := r.byKey[key]; ok {
 		return s, nil
 	}
@@ -51,9 +71,16 @@ func (r *socketRegistry) get(network, address string) (*ownedSocket, error) {
 	default:
 		return nil, fmt.Errorf("network %q is not supported; use tcp, tcp4, tcp6 or unix", network)
 	}
-	fd, addr, err := bindListener(network, address)
+	bindAddress := address
+	if resolved, ok := r.bound[network+" "+address]; ok && perSlot {
+		bindAddress = resolved
+	}
+	fd, addr, err := bindListener(network, bindAddress, perSlot)
 	if err != nil {
 		return nil, err
+	}
+	if perSlot {
+		r.bound[network+" "+address] = addr.String()
 	}
 	s := &ownedSocket{name: "listen", network: network, address: address, fd: fd, addr: addr}
 	r.byKey[key] = s
@@ -61,6 +88,46 @@ func (r *socketRegistry) get(network, address string) (*ownedSocket, error) {
 		r.unlinks = append(r.unlinks, address)
 	}
 	return s, nil
+}
+
+// passedFor returns the sockets a worker in slot inherits, in
+// LISTEN_FDS order.
+func (r *socketRegistry) passedFor(slot int) ([]*ownedSocket, error) {
+	if !r.reusePort {
+		return r.passed, nil
+	}
+	out := make([]*ownedSocket, len(r.passed))
+	for i, base := range r.passed {
+		out[i] = base
+		if base.adopted || base.network == "unix" {
+			continue // an inherited socket cannot be multiplied
+		}
+		s, err := r.get(base.network, base.address, slot)
+		if err != nil {
+			return nil, err
+		}
+		s.name = base.name
+		if err := unix.SetNonblock(s.fd, false); err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// releaseSlot closes the master's copies of slot's own sockets (reuse-port
+// mode) once the slot is gone.
+func (r *socketRegistry) releaseSlot(slot int) {
+	if !r.reusePort {
+		return
+	}
+	suffix := " " + strconv.Itoa(slot)
+	for key, s := range r.byKey {
+		if strings.HasSuffix(key, suffix) {
+			unix.Close(s.fd)
+			delete(r.byKey, key)
+		}
+	}
 }
 
 // bindPassed binds (or adopts) the sockets that every worker inherits.
@@ -72,14 +139,14 @@ func (r *socketRegistry) bindPassed(specs []Socket) error {
 			if err != nil {
 				return fmt.Errorf("socket %q (fd %d): %w", spec.Name, spec.FD, err)
 			}
-			s = &ownedSocket{network: addr.Network(), address: spec.Address, fd: spec.FD, addr: addr}
+			s = &ownedSocket{network: addr.Network(), address: spec.Address, fd: spec.FD, addr: addr, adopted: true}
 			if s.address == "" {
 				s.address = addr.String()
 			}
-			r.byKey[socketKey(spec.Network, s.address)] = s
+			r.byKey[socketKey(spec.Network, s.address, -1)] = s
 		} else {
 			var err error
-			s, err = r.get(spec.Network, spec.Address)
+			s, err = r.get(spec.Network, spec.Address, 0)
 			if err != nil {
 				return fmt.Errorf("socket %q: %w", spec.Name, err)
 			}
@@ -99,8 +166,21 @@ func (r *socketRegistry) bindPassed(specs []Socket) error {
 // bindListener binds with the standard library, keeps a private duplicate
 // of the descriptor and closes the Go listener, which takes the socket out
 // of the master's netpoller.
-func bindListener(network, address string) (int, net.Addr, error) {
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), network, address)
+func bindListener(network, address string, reusePort bool) (int, net.Addr, error) {
+	lc := &net.ListenConfig{}
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var sockErr error
+			err := c.Control(func(fd uintptr) {
+				sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return sockErr
+		}
+	}
+	ln, err := lc.Listen(context.Background(), network, address)
 	if err != nil {
 		return -1, nil, explainListenError(network, address, err)
 	}
@@ -175,16 +255,23 @@ func explainListenError(network, address string, err error) error {
 
 func (r *socketRegistry) addrs() []net.Addr {
 	var out []net.Addr
-	seen := map[*ownedSocket]bool{}
-	for _, s := range r.passed {
-		seen[s] = true
-		out = append(out, s.addr)
-	}
-	for _, s := range r.byKey {
-		if !seen[s] {
-			seen[s] = true
+	seen := map[string]bool{}
+	add := func(s *ownedSocket) {
+		if k := s.addr.Network() + " " + s.addr.String(); !seen[k] {
+			seen[k] = true
 			out = append(out, s.addr)
 		}
+	}
+	for _, s := range r.passed {
+		add(s)
+	}
+	keys := make([]string, 0, len(r.byKey))
+	for k := range r.byKey {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		add(r.byKey[k])
 	}
 	return out
 }

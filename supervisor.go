@@ -90,7 +90,7 @@ func newSupervisor(c *Cluster) *supervisor {
 		restarts: map[int]int{},
 		failures: map[int]int{},
 		reloads:  map[string]int{},
-		sockets:  newSocketRegistry(),
+		sockets:  newSocketRegistry(c.opts.ReusePort),
 		pacer:    newPacer(c.opts.Respawn, c.opts.Backoff, time.Now()),
 	}
 }
@@ -213,8 +213,12 @@ func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
 		files = append(files, fd)
 	}
 
+	passed, err := s.sockets.passedFor(slot)
+	if err != nil {
+		return fail(err)
+	}
 	var names []string
-	for _, sock := range s.sockets.passed {
+	for _, sock := range passed {
 		files = append(files, uintptr(sock.fd))
 		names = append(names, sock.name)
 	}
@@ -359,7 +363,7 @@ func (s *supervisor) onListen(w *Worker, m proto.Message) {
 	if network == "" {
 		network = "tcp"
 	}
-	sock, err := s.sockets.get(network, m.Address)
+	sock, err := s.sockets.get(network, m.Address, w.slot)
 	if err != nil {
 		w.conn.Send(proto.Message{Cmd: proto.CmdListen, ID: m.ID, Error: err.Error()}, -1)
 		s.log.Error("recluster: "+err.Error(), "worker", w.slot, "pid", w.pid)
@@ -792,6 +796,9 @@ func (s *supervisor) scale(n int) error {
 	}
 	if n < old {
 		s.cancelRespawns(n)
+		for slot := n; slot < old; slot++ {
+			s.sockets.releaseSlot(slot)
+		}
 		for _, w := range s.workers {
 			if w.slot >= n {
 				s.drain(w, "scaled down")
