@@ -50,7 +50,8 @@ type Event struct {
 	Addr     net.Addr
 	Reason   string
 	Err      error
-	// Message is the raw line a worker sent, for EventMessage.
+	// Message is the command of a message the master does not act on, for
+	// EventMessage.
 	Message string
 }
 

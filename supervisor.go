@@ -291,7 +291,9 @@ func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
 	})
 	s.emit(s.workerEvent(EventSpawned, w))
 	s.log.Debug("recluster: worker spawned", "worker", slot, "pid", pid, "generation", gen)
-	if s.opts.ReadyWhen == Started || (s.opts.ReadyWhen == Listening && len(names) > 0) {
+	// Inherited sockets are listening from the worker's first instruction.
+	w.listening = len(names) > 0
+	if s.opts.ReadyWhen == Started || (s.opts.ReadyWhen == Listening && w.listening) {
 		s.markReady(w)
 	}
 	return w, nil

@@ -85,6 +85,8 @@ type Conn struct {
 	buf     []byte // received bytes not yet returned as lines
 	fds     []int  // received descriptors not yet claimed by a listen reply
 	readErr error
+	// skipping is set while the rest of an overlong line is dropped.
+	skipping bool
 }
 
 // NewConn takes ownership of fd, a connected Unix stream socket.
@@ -161,6 +163,10 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 		if i := bytes.IndexByte(c.buf, '\n'); i >= 0 {
 			line := c.buf[:i]
 			c.buf = c.buf[i+1:]
+			if c.skipping {
+				c.skipping = false // the end of an overlong line
+				continue
+			}
 			if len(bytes.TrimSpace(line)) == 0 {
 				continue
 			}
@@ -184,7 +190,10 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 		}
 		if len(c.buf) > MaxLine {
 			c.buf = c.buf[:0]
-			return Message{}, -1, fmt.Errorf("%w: a line longer than %d bytes", ErrMalformed, MaxLine)
+			if !c.skipping {
+				c.skipping = true // drop the rest of this line too
+				return Message{}, -1, fmt.Errorf("%w: a line longer than %d bytes", ErrMalformed, MaxLine)
+			}
 		}
 		c.fill()
 	}

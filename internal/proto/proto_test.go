@@ -1,0 +1,89 @@
+package proto
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func pair(t *testing.T) (*Conn, *Conn) {
+	t.Helper()
+	a, bfd, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewConn(bfd, "peer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestListenReplyCarriesItsDescriptor(t *testing.T) {
+	master, worker := pair(t)
+	f, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	master.Send(Message{Cmd: CmdDisconnect}, -1)
+	master.Send(Message{Cmd: CmdListen, ID: 7, Address: "x"}, int(f.Fd()))
+	master.Send(Message{Cmd: CmdListen, ID: 8, Error: "no"}, -1)
+
+	m, fd, err := worker.Receive()
+	if err != nil || m.Cmd != CmdDisconnect || fd != -1 {
+		t.Fatalf("first: %+v %d %v", m, fd, err)
+	}
+	m, fd, err = worker.Receive()
+	if err != nil || m.ID != 7 || fd < 0 {
+		t.Fatalf("second: %+v %d %v", m, fd, err)
+	}
+	var got, want unix.Stat_t
+	unix.Fstat(fd, &got)
+	unix.Fstat(int(f.Fd()), &want)
+	if got.Ino != want.Ino {
+		t.Fatal("the descriptor received is not the one sent")
+	}
+	unix.Close(fd)
+	m, fd, err = worker.Receive()
+	if err != nil || m.Error != "no" || fd != -1 {
+		t.Fatalf("third: %+v %d %v", m, fd, err)
+	}
+}
+
+func TestMalformedLinesAreSkipped(t *testing.T) {
+	a, b := pair(t)
+	go func() {
+		a.uc.Write([]byte("not json\n{\"nocmd\":1}\n" + strings.Repeat("x", MaxLine+10000) + "\n{\"cmd\":\"ready\"}\n"))
+	}()
+	var malformed int
+	for {
+		m, _, err := b.Receive()
+		if errors.Is(err, ErrMalformed) {
+			malformed++
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Cmd != CmdReady {
+			t.Fatalf("got %+v", m)
+		}
+		break
+	}
+	if malformed != 3 {
+		t.Fatalf("%d malformed lines reported, want 3 (bad JSON, no cmd, overlong)", malformed)
+	}
+}
+
+func TestReceiveEndsWhenThePeerCloses(t *testing.T) {
+	a, b := pair(t)
+	a.Close()
+	if _, _, err := b.Receive(); err == nil {
+		t.Fatal("no error after the peer closed")
+	}
+}
