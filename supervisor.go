@@ -602,7 +602,9 @@ func (s *supervisor) exited(w *Worker, ws syscall.WaitStatus) {
 	if !expected {
 		s.log.Warn("recluster: worker "+describeExit(ws), "worker", w.slot, "pid", w.pid, "generation", w.gen, "state", w.state.String())
 	}
-	if w.readyAt.IsZero() && !expected {
+	// A worker of an unfinished reload says nothing about its slot's health:
+	// the active generation still serves it.
+	if w.readyAt.IsZero() && !expected && w.gen <= s.gen {
 		s.failures[w.slot]++
 		if s.failures[w.slot] == crashLoopThreshold {
 			s.log.Error("recluster: slot is failing: its workers keep dying before they are ready; check the program's output", "worker", w.slot, "in_a_row", crashLoopThreshold)
@@ -751,7 +753,8 @@ func (s *supervisor) abortReload(err error, result string) {
 		if w.gen != r.gen {
 			continue
 		}
-		if w.state == stateStarting && !w.listening && len(s.sockets.passed) == 0 {
+		if w.state == stateStarting && !w.listening {
+			w.state = stateDraining // its exit is expected now
 			s.kill(w, "its reload was aborted") // it cannot be serving anyone yet
 		} else {
 			s.drain(w, "its reload was aborted")
