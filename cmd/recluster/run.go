@@ -1,0 +1,353 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/control"
+)
+
+const runUsage = `Usage: recluster run [FLAGS] -- PROGRAM [ARGS...]
+
+Start a master that runs PROGRAM (a path, or a name looked up in $PATH) as a
+cluster of workers, and keep it running until it is told to stop.
+
+Every worker gets WORKER_ID (its slot, 0 to N-1), RECLUSTER_GENERATION and a
+NOTIFY_SOCKET of its own for sd_notify. With --listen it also gets the
+master's sockets the systemd way: as fds 3, 4, ..., with LISTEN_FDS,
+LISTEN_FDNAMES, and LISTEN_PID set to the worker's own pid.
+
+Flags:
+  -w, --workers N           number of workers (default: one per CPU)
+      --listen [NAME=]ADDR  bind ADDR in the master before any worker starts
+                            and pass it to every worker; repeatable. ADDR is
+                            HOST:PORT, :PORT, tcp4:HOST:PORT, tcp6:HOST:PORT,
+                            unix:PATH or /PATH. NAME goes to LISTEN_FDNAMES
+                            (default "listen")
+      --ready-when MODE     when a new worker counts as ready: listening,
+                            started or ready (default listening; see below)
+      --ready-timeout DUR   how long a new worker may take to get ready before
+                            it is killed and a reload aborted (default 30s)
+      --timeout DUR         how long a worker may drain after it is told to
+                            stop before it is killed; 0 kills at once
+                            (default 1s, or 1h with RECLUSTER_ENV=production)
+      --respawn DUR         minimum gap between respawns of workers that died
+                            (default 1s)
+      --backoff DUR         double the respawn gap after each crash, up to DUR;
+                            0 disables (default 0)
+      --stop-signal SIG     signal sent to a worker with the disconnect message:
+                            TERM, INT, QUIT, HUP, USR1, USR2, WINCH or none
+                            (default TERM)
+      --env KEY=VALUE       add a variable to the workers' environment;
+                            repeatable
+      --dir DIR             the workers' working directory (default: the
+                            master's); a relative PROGRAM is found there
+      --prefix              label each line of worker output with [SLOT PID]
+      --control PATH        the control socket (default: see recluster help)
+      --log-format FORMAT   the master's log on stderr: text or json
+                            (default text)
+      --log-level LEVEL     debug, info, warn or error (default info)
+      --config FILE         read settings from a JSON file
+  -h, --help                show this help
+
+DUR is a number with a unit: 500ms, 10s, 2m, 1h.
+
+Every flag but --env and --config has an environment variable: RECLUSTER_
+and the flag's name in capitals with - as _ (RECLUSTER_WORKERS,
+RECLUSTER_READY_WHEN, ...); RECLUSTER_LISTEN takes a comma-separated list.
+RECLUSTER_CONFIG names the config file. The config file is a JSON object
+whose keys are the flags' long names; an unknown key is an error:
+
+  {"workers": 4, "listen": ["http=127.0.0.1:8080"], "ready-when": "ready",
+   "timeout": "30s", "env": ["APP_ENV=production"]}
+
+A flag wins over its environment variable, which wins over the config file,
+which wins over the default.
+
+Readiness (--ready-when), which a reload waits for before it stops the old
+workers:
+  listening  the worker holds its listener: with --listen, as soon as it has
+             started; otherwise once it got a socket from the master through
+             the recluster channel (Go's worker.Listen)
+  started    the process is running: for programs that speak neither sd_notify
+             nor the channel
+  ready      the worker says so: READY=1 on its NOTIFY_SOCKET (sd_notify) or
+             the channel's ready message. Use it for programs that send
+             READY=1: it is the only mode that waits until they really serve
+
+Signals to the master:
+  HUP, USR2   reload: start a new generation, then stop the old one
+  TERM, INT   stop gracefully (a second one kills the workers at once); the
+              exit status is 0 after a clean stop
+  TTIN, TTOU  add or remove one worker
+  USR1        forwarded to every worker
+
+Under systemd (Type=notify, or notify-reload) the master sends READY=1 once
+its first workers are ready, RELOADING=1 and READY=1 around each reload and
+STOPPING=1 on the way out, and it stays the main pid. Sockets that systemd
+passes to it (LISTEN_FDS) serve the --listen addresses they match (by NAME
+or by address); without --listen, every passed socket goes to the workers.
+As PID 1 in a container, it also reaps every orphan that ends.
+
+Examples:
+  recluster run -w 4 --listen 127.0.0.1:8080 -- ./server
+  recluster run --listen http=:80 --ready-when ready -- python3 app.py
+  RECLUSTER_WORKERS=2 recluster run --config /etc/app/recluster.json -- app
+`
+
+// runConfig is everything recluster run was told.
+type runConfig struct {
+	workers                                   int
+	listen, env                               []string
+	readyWhen, stopSignal, dir, controlPath   string
+	logFormat, logLevel, configPath           string
+	timeout, respawn, backoff, readyTimeout   time.Duration
+	timeoutSet, respawnSet, backoffSet, rtSet bool
+	prefix                                    bool
+	program                                   string
+	args                                      []string
+}
+
+var signalNames = map[string]syscall.Signal{
+	"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "HUP": syscall.SIGHUP,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "WINCH": syscall.SIGWINCH, "NONE": 0,
+}
+
+func checkSignal(s string) error {
+	if _, ok := signalNames[strings.TrimPrefix(strings.ToUpper(s), "SIG")]; !ok {
+		return errors.New("want TERM, INT, QUIT, HUP, USR1, USR2, WINCH or none")
+	}
+	return nil
+}
+
+func checkEnv(kv string) error {
+	if i := strings.IndexByte(kv, '='); i <= 0 {
+		return fmt.Errorf("%q is not KEY=VALUE", kv)
+	}
+	return nil
+}
+
+func checkListen(v string) error {
+	_, err := parseListen(v)
+	return err
+}
+
+// newRunFlags returns the flag set of recluster run and its settings.
+func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
+	cfg.readyWhen, cfg.stopSignal, cfg.logFormat, cfg.logLevel = "listening", "TERM", "text", "info"
+	cfg.controlPath = control.DefaultPath()
+	settings := []*setting{
+		{name: "workers", short: "w", env: "RECLUSTER_WORKERS", value: intValue{&cfg.workers, 1}},
+		{name: "listen", env: "RECLUSTER_LISTEN", value: listValue{&cfg.listen, checkListen}, list: true},
+		{name: "ready-when", env: "RECLUSTER_READY_WHEN", value: stringValue{&cfg.readyWhen, oneOf("listening", "started", "ready")}},
+		{name: "ready-timeout", env: "RECLUSTER_READY_TIMEOUT", value: durationValue{&cfg.readyTimeout, &cfg.rtSet, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
+		{name: "timeout", env: "RECLUSTER_TIMEOUT", value: durationValue{&cfg.timeout, &cfg.timeoutSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "respawn", env: "RECLUSTER_RESPAWN", value: durationValue{&cfg.respawn, &cfg.respawnSet, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
+		{name: "backoff", env: "RECLUSTER_BACKOFF", value: durationValue{&cfg.backoff, &cfg.backoffSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "stop-signal", env: "RECLUSTER_STOP_SIGNAL", value: stringValue{&cfg.stopSignal, checkSignal}},
+		{name: "env", value: listValue{&cfg.env, checkEnv}, list: true},
+		{name: "dir", env: "RECLUSTER_DIR", value: stringValue{&cfg.dir, notEmpty}},
+		{name: "prefix", env: "RECLUSTER_PREFIX", value: boolValue{&cfg.prefix}},
+		{name: "control", env: "RECLUSTER_CONTROL", value: stringValue{&cfg.controlPath, notEmpty}},
+		{name: "log-format", env: "RECLUSTER_LOG_FORMAT", value: stringValue{&cfg.logFormat, oneOf("text", "json")}},
+		{name: "log-level", env: "RECLUSTER_LOG_LEVEL", value: stringValue{&cfg.logLevel, oneOf("debug", "info", "warn", "error")}},
+		{name: "config", env: "RECLUSTER_CONFIG", value: stringValue{&cfg.configPath, notEmpty}},
+	}
+	fs := flag.NewFlagSet("recluster run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	for _, s := range settings {
+		fs.Var(s.value, s.name, "")
+		if s.short != "" {
+			fs.Var(s.value, s.short, "")
+		}
+	}
+	return fs, settings
+}
+
+// parseRun turns recluster run's arguments, environment and config file
+// into a runConfig.
+func parseRun(args []string, getenv func(string) string) (*runConfig, error) {
+	cfg := &runConfig{}
+	fs, settings := newRunFlags(cfg)
+	configPath := func() string {
+		if cfg.configPath != "" {
+			return cfg.configPath
+		}
+		return getenv("RECLUSTER_CONFIG")
+	}
+	rest, dashdash, err := layer(fs, settings, args, getenv, configPath)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil, errHelpShown
+	case err != nil:
+		return nil, usagef("run: %s (see recluster help run)", flagError(err))
+	case len(rest) == 0:
+		return nil, usagef("run: no program given: recluster run [FLAGS] -- PROGRAM [ARGS...]")
+	case !dashdash:
+		return nil, usagef("run: put -- before the program, as in recluster run [FLAGS] -- %s ...; it keeps the program's own flags apart from recluster's", rest[0])
+	}
+	cfg.program, cfg.args = rest[0], rest[1:]
+	if cfg.program == "" {
+		return nil, usagef("run: the program name is empty")
+	}
+	seen := map[string]bool{}
+	for _, l := range cfg.listen {
+		spec, _ := parseListen(l)
+		key := spec.sock.Network + " " + spec.sock.Address
+		if seen[key] {
+			return nil, usagef("run: --listen %s is given twice", spec.sock.Address)
+		}
+		seen[key] = true
+	}
+	return cfg, nil
+}
+
+// flagError rewords the flag package's messages, which write every flag
+// with one dash, with the two dashes of the long form.
+func flagError(err error) string {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown flag -" + name
+	}
+	return longFlag.ReplaceAllString(msg, "$1--$2")
+}
+
+var longFlag = regexp.MustCompile(`(^|\s)-([a-zA-Z][a-zA-Z0-9-]+)`)
+
+// options builds the library's Options from cfg.
+func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []listenSpec, error) {
+	program := cfg.program
+	if !strings.Contains(program, "/") {
+		p, err := exec.LookPath(program)
+		if err != nil {
+			return "", recluster.Options{}, nil, usagef("run: program %q is not found in $PATH; give its path, such as ./%s", program, program)
+		}
+		program = p
+	}
+	o := recluster.Options{
+		Workers:           cfg.workers,
+		ReadyWhen:         recluster.ReadyWhen(cfg.readyWhen),
+		Args:              cfg.args,
+		Env:               cfg.env,
+		Dir:               cfg.dir,
+		Logger:            log,
+		DisableRespawnLog: true, // the respawn-scheduled event is logged instead
+		StopSignal:        signalNames[strings.TrimPrefix(strings.ToUpper(cfg.stopSignal), "SIG")],
+		PrefixOutput:      cfg.prefix,
+		Notify:            runtime.GOOS == "linux",
+		ReapOrphans:       os.Getpid() == 1,
+	}
+	if cfg.timeoutSet {
+		o.Timeout = cfg.timeout
+		if o.Timeout == 0 {
+			o.Timeout = -1 // the library's "kill at once"
+		}
+	}
+	if cfg.respawnSet {
+		o.Respawn = cfg.respawn
+	}
+	if cfg.backoffSet {
+		o.Backoff = cfg.backoff
+	}
+	if cfg.rtSet {
+		o.ReadyTimeout = cfg.readyTimeout
+	}
+	if respawn := cmp.Or(o.Respawn, time.Second); o.Backoff > 0 && o.Backoff < respawn {
+		return "", o, nil, usagef("run: --backoff %v is below --respawn %v; the backoff caps the respawn gap, so make it at least --respawn, or 0 to disable it", o.Backoff, respawn)
+	}
+	var specs []listenSpec
+	for _, l := range cfg.listen {
+		spec, err := parseListen(l)
+		if err != nil {
+			return "", o, nil, usagef("run: --listen %v", err)
+		}
+		specs = append(specs, spec)
+	}
+	return program, o, specs, nil
+}
+
+func newLogger(cfg *runConfig, stderr io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.logLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(stderr, opts))
+}
+
+// runCommand is recluster run.
+func runCommand(args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseRun(args, os.Getenv)
+	if errors.Is(err, errHelpShown) {
+		fmt.Fprint(stdout, runUsage)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	program, opts, specs, err := cfg.options(log)
+	if err != nil {
+		return err
+	}
+
+	// What systemd gave the master is the master's: take it out of the
+	// environment before any worker is spawned.
+	notify := &sdNotifier{log: log.Warn}
+	specs = matchInherited(specs, takeInherited(), log)
+	for _, s := range specs {
+		opts.Sockets = append(opts.Sockets, s.sock)
+	}
+
+	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1)}
+	opts.OnEvent = m.onEvent
+	c := recluster.New(program, opts)
+	m.c = c
+	if err := c.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+
+	ln, err := control.Listen(cfg.controlPath)
+	if err != nil {
+		return err
+	}
+	srv := &control.Server{Cluster: c, Program: program, Logger: log, Stop: m.requestStop}
+
+	signals := make(chan os.Signal, 8)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGUSR1)
+	defer signal.Stop(signals)
+
+	if err := c.Run(); err != nil {
+		ln.Close()
+		return err
+	}
+	go srv.Serve(ln)
+	log.Info("recluster: master running", "pid", os.Getpid(), "control", cfg.controlPath)
+
+	code := m.loop(signals)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	srv.Close(ctx)
+	cancel()
+	if code != exitOK {
+		return exitError{errors.New("stopped in the middle of a reload, which did not finish"), code}
+	}
+	log.Info("recluster: master stopped")
+	return nil
+}

@@ -1,0 +1,71 @@
+// Command sdworker is a test worker that knows nothing of recluster: it
+// takes its listeners with go-systemd's activation.Listeners and reports
+// readiness with daemon.SdNotify, as a program written for systemd does.
+//
+// Environment: SDWORKER_NOTIFY=1 sends READY=1 once serving (after
+// SDWORKER_READY_DELAY); SDWORKER_EXIT=N exits with status N at once.
+//
+// GET / answers "pid=PID slot=SLOT gen=GEN"; GET /env runs env(1) in a
+// child process and returns its output; GET /info returns what the worker
+// saw at start.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+func main() {
+	if code := os.Getenv("SDWORKER_EXIT"); code != "" {
+		n, _ := strconv.Atoi(code)
+		fmt.Fprintln(os.Stderr, "sdworker: exiting with", n, "as told")
+		os.Exit(n)
+	}
+	info := fmt.Sprintf("LISTEN_PID=%s LISTEN_FDS=%s LISTEN_FDNAMES=%s NOTIFY_SOCKET=%s pid=%d",
+		os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("NOTIFY_SOCKET"), os.Getpid())
+	listeners, err := activation.Listeners() // unsets LISTEN_*
+	if err != nil || len(listeners) == 0 {
+		fmt.Fprintln(os.Stderr, "sdworker: no socket passed:", err, info)
+		os.Exit(3)
+	}
+	id := fmt.Sprintf("pid=%d slot=%s gen=%s", os.Getpid(), os.Getenv("WORKER_ID"), os.Getenv("RECLUSTER_GENERATION"))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, id) })
+	mux.HandleFunc("/info", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, info) })
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		out, err := exec.Command("env").Output()
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Write(out)
+	})
+	fmt.Println("sdworker serving", id)
+	srv := &http.Server{Handler: mux}
+	for _, ln := range listeners {
+		go srv.Serve(ln)
+	}
+	if os.Getenv("SDWORKER_NOTIFY") == "1" {
+		if d, err := time.ParseDuration(os.Getenv("SDWORKER_READY_DELAY")); err == nil {
+			time.Sleep(d)
+		}
+		daemon.SdNotify(false, "STATUS=serving "+id)
+		daemon.SdNotify(true, daemon.SdNotifyReady) // unsets NOTIFY_SOCKET
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+}

@@ -1,0 +1,99 @@
+// Package control is the control socket of a running recluster master: a
+// Unix stream socket, mode 0600, that accepts only peers of the master's
+// own user (or root), checked with the kernel's peer credentials.
+//
+// The protocol is JSON lines: the client sends one Request line; the server
+// answers with zero or more progress lines (Response.Progress set) and then
+// one final line (Response.OK, or Response.Error), and closes the
+// connection. The server runs in the master (recluster run); the client is
+// used by the recluster subcommands reload, status, scale and stop.
+package control
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/recluster-go/recluster"
+)
+
+// Commands carried in Request.Cmd.
+const (
+	// CmdStatus asks for a Status snapshot.
+	CmdStatus = "status"
+	// CmdReload starts a reload; with Wait the final answer comes once the
+	// new generation is active or the reload was aborted.
+	CmdReload = "reload"
+	// CmdScale sets the number of slots (Workers) or changes it (Delta).
+	CmdScale = "scale"
+	// CmdStop stops the cluster gracefully; the final answer comes once
+	// every worker has exited.
+	CmdStop = "stop"
+)
+
+// MaxRequest bounds a request line.
+const MaxRequest = 64 << 10
+
+// Request is the one line a client sends.
+type Request struct {
+	Cmd string `json:"cmd"`
+	// Wait (reload): answer when the reload has finished, not when it has
+	// started.
+	Wait bool `json:"wait,omitempty"`
+	// Workers (scale): the new number of slots.
+	Workers *int `json:"workers,omitempty"`
+	// Delta (scale): slots to add (positive) or remove (negative).
+	Delta *int `json:"delta,omitempty"`
+	// Sample (status): measure each worker's CPU use over a short window
+	// (about 200ms) instead of leaving CPUPercent zero.
+	Sample bool `json:"sample,omitempty"`
+}
+
+// Response is one line of the server's answer. A line with Progress set is
+// followed by more; any other line is the final one.
+type Response struct {
+	OK       bool    `json:"ok"`
+	Error    string  `json:"error,omitempty"`
+	Progress string  `json:"progress,omitempty"`
+	Message  string  `json:"message,omitempty"`
+	Status   *Status `json:"status,omitempty"`
+}
+
+// Status is the cluster's recluster.Status plus what only the command
+// knows: the master's pid, its listening addresses and per-worker resource
+// use.
+type Status struct {
+	recluster.Status
+	MasterPID int      `json:"master_pid"`
+	Program   string   `json:"program,omitempty"`
+	Addrs     []string `json:"addrs"`
+	// Workers shadows recluster.Status.Workers with the resource figures.
+	Workers []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus is recluster.WorkerStatus plus the process's resource use,
+// read from /proc (zero where the system has none).
+type WorkerStatus struct {
+	recluster.WorkerStatus
+	// RSS is the resident set size in bytes.
+	RSS int64 `json:"rss_bytes"`
+	// CPUSeconds is the user and system CPU time used so far.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// CPUPercent is the CPU use over the sampling window (Request.Sample).
+	CPUPercent float64 `json:"cpu_percent"`
+}
+
+// Uptime returns how long the worker has run, as of now.
+func (w WorkerStatus) Uptime() time.Duration { return time.Since(w.Started) }
+
+// DefaultPath returns the control socket path used when none is given:
+// $XDG_RUNTIME_DIR/recluster.sock when XDG_RUNTIME_DIR is set, otherwise
+// recluster-UID.sock in the system's temporary directory. Two clusters of
+// one user on one host need paths of their own (--control).
+func DefaultPath() string {
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
+		return filepath.Join(dir, "recluster.sock")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("recluster-%d.sock", os.Getuid()))
+}

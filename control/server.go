@@ -1,0 +1,307 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/recluster-go/recluster"
+)
+
+// requestTimeout bounds how long a client may take to send its request.
+const requestTimeout = 10 * time.Second
+
+// sampleWindow is how long a status request with Sample measures CPU use.
+const sampleWindow = 200 * time.Millisecond
+
+// Listen creates the control socket at path with mode 0600. A socket left
+// behind by a master that is gone is removed first; a socket that a live
+// master answers on is an error, as is a path that is not a socket.
+func Listen(path string) (*net.UnixListener, error) {
+	if path == "" {
+		return nil, errors.New("control socket: empty path")
+	}
+	if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("control socket %s: directory %s does not exist", path, filepath.Dir(path))
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("control socket %s: the path exists and is not a socket; remove it or choose another path with --control", path)
+		}
+		conn, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil, fmt.Errorf("control socket %s is in use by another running recluster master; stop it, or give this cluster a socket of its own with --control", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("control socket %s: %w", path, err)
+		}
+		// Left behind by a master that is gone.
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("control socket %s: cannot remove the stale socket: %w", path, err)
+		}
+	}
+	// Created with the right mode from the start: the umask covers the
+	// window between bind and chmod.
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Server answers control requests for one cluster.
+type Server struct {
+	// Cluster is the cluster it operates.
+	Cluster *recluster.Cluster
+	// Program is shown in status answers.
+	Program string
+	// Stop asks the command to stop the cluster gracefully; it must not
+	// block. The server then waits for Cluster.Done before it answers.
+	Stop func()
+	// Logger receives refused connections and bad requests; default
+	// slog.Default().
+	Logger *slog.Logger
+
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]bool
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Serve accepts connections on ln until Close. It always returns a non-nil
+// error; after Close, net.ErrClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return net.ErrClosed
+	}
+	s.ln = ln
+	s.conns = map[net.Conn]bool{}
+	s.mu.Unlock()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			conn.Close()
+			return net.ErrClosed
+		}
+		s.conns[conn] = true
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, conn)
+				s.mu.Unlock()
+				conn.Close()
+			}()
+			s.handle(conn)
+		}()
+	}
+}
+
+// Close stops accepting, removes the socket, and gives requests in flight
+// until ctx ends to write their answers before their connections are
+// closed.
+func (s *Server) Close(ctx context.Context) {
+	s.mu.Lock()
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.mu.Unlock()
+	finished := make(chan struct{})
+	go func() { s.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	<-finished
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) handle(conn net.Conn) {
+	enc := json.NewEncoder(conn)
+	reply := func(r Response) bool {
+		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		return enc.Encode(r) == nil
+	}
+	fail := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		reply(Response{Error: msg})
+	}
+	if err := checkPeer(conn); err != nil {
+		s.logger().Warn("recluster: refused a control connection", "error", err)
+		fail("%v", err)
+		return
+	}
+	conn.SetReadDeadline(time.Now().Add(requestTimeout))
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 0, 4096), MaxRequest)
+	if !sc.Scan() {
+		if errors.Is(sc.Err(), bufio.ErrTooLong) {
+			fail("request longer than %d bytes", MaxRequest)
+		} else if sc.Err() != nil {
+			fail("no request received: %v", sc.Err())
+		}
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	var req Request
+	dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&req)
+	if err == nil && dec.More() {
+		err = errors.New("more than one JSON value on the line")
+	}
+	if err != nil {
+		s.logger().Warn("recluster: malformed control request", "error", err)
+		fail("malformed request: %v; send one JSON object per line, such as {\"cmd\":\"status\"}", err)
+		return
+	}
+	switch req.Cmd {
+	case CmdStatus:
+		st := s.status(req.Sample)
+		reply(Response{OK: true, Status: &st})
+	case CmdReload:
+		s.reload(req, reply)
+	case CmdScale:
+		s.scale(req, reply)
+	case CmdStop:
+		s.stop(conn, reply)
+	case "":
+		fail("malformed request: no cmd; use one of status, reload, scale, stop")
+	default:
+		fail("unknown command %q; use one of status, reload, scale, stop", req.Cmd)
+	}
+}
+
+func (s *Server) reload(req Request, reply func(Response) bool) {
+	c := s.Cluster
+	if !req.Wait {
+		go c.Reload(context.Background()) // the command's OnEvent logs the outcome
+		reply(Response{OK: true, Message: "reload started"})
+		return
+	}
+	reply(Response{Progress: "reload started"})
+	if err := c.Reload(context.Background()); err != nil {
+		reply(Response{Error: err.Error()})
+		return
+	}
+	st := c.Status()
+	reply(Response{OK: true, Message: fmt.Sprintf("reload finished: generation %d is active", st.Generation)})
+}
+
+func (s *Server) scale(req Request, reply func(Response) bool) {
+	var n int
+	switch {
+	case req.Workers != nil && req.Delta != nil:
+		reply(Response{Error: "scale: give workers or delta, not both"})
+		return
+	case req.Workers != nil:
+		n = *req.Workers
+	case req.Delta != nil:
+		slots := s.Cluster.Status().Slots
+		n = slots + *req.Delta
+		if n < 1 {
+			reply(Response{Error: fmt.Sprintf("scale: cannot remove %d of %d workers; the minimum is 1", -*req.Delta, slots)})
+			return
+		}
+	default:
+		reply(Response{Error: "scale: give workers (a number of slots) or delta (slots to add or remove)"})
+		return
+	}
+	if err := s.Cluster.Scale(n); err != nil {
+		reply(Response{Error: err.Error()})
+		return
+	}
+	reply(Response{OK: true, Message: fmt.Sprintf("scaled to %d workers", n)})
+}
+
+func (s *Server) stop(conn net.Conn, reply func(Response) bool) {
+	c := s.Cluster
+	select {
+	case <-c.Done():
+	default:
+		if s.Stop == nil {
+			reply(Response{Error: "this master cannot be stopped through its control socket"})
+			return
+		}
+		reply(Response{Progress: "stopping"})
+		s.Stop()
+		<-c.Done()
+	}
+	reply(Response{OK: true, Message: "stopped"})
+}
+
+func (s *Server) status(sample bool) Status {
+	st := s.Cluster.Status()
+	out := Status{Status: st, MasterPID: os.Getpid(), Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}}
+	for _, a := range s.Cluster.Addrs() {
+		out.Addrs = append(out.Addrs, a.Network()+":"+a.String())
+	}
+	before := map[int]procStat{}
+	start := time.Now()
+	if sample {
+		for _, w := range st.Workers {
+			if ps, ok := readProcStat(w.PID); ok {
+				before[w.PID] = ps
+			}
+		}
+		time.Sleep(sampleWindow)
+	}
+	elapsed := time.Since(start).Seconds()
+	for _, w := range st.Workers {
+		ws := WorkerStatus{WorkerStatus: w}
+		if ps, ok := readProcStat(w.PID); ok {
+			ws.RSS, ws.CPUSeconds = ps.rss, ps.cpu
+			if b, ok := before[w.PID]; ok && elapsed > 0 {
+				ws.CPUPercent = (ps.cpu - b.cpu) / elapsed * 100
+			}
+		}
+		out.Workers = append(out.Workers, ws)
+	}
+	return out
+}
