@@ -754,7 +754,7 @@ func (s *supervisor) abortReload(err error, result string) {
 			continue
 		}
 		if w.state == stateStarting && !w.listening {
-			w.state = stateDraining // its exit is expected now
+			w.state = stateDraining             // its exit is expected now
 			s.kill(w, "its reload was aborted") // it cannot be serving anyone yet
 		} else {
 			s.drain(w, "its reload was aborted")
