@@ -19,6 +19,7 @@ import (
 
 	"github.com/recluster-go/recluster"
 	"github.com/recluster-go/recluster/control"
+	"github.com/recluster-go/recluster/metrics"
 )
 
 const runUsage = `Usage: recluster run [FLAGS] -- PROGRAM [ARGS...]
@@ -58,6 +59,23 @@ Flags:
                             master's); a relative PROGRAM is found there
       --prefix              label each line of worker output with [SLOT PID]
       --control PATH        the control socket (default: see recluster help)
+      --reuseport           give each slot a socket of its own with
+                            SO_REUSEPORT, inherited by every generation of
+                            the slot: the kernel spreads connections evenly
+                            (see docs/operations.md for the trade-off)
+      --metrics ADDR        serve Prometheus /metrics, /healthz, /readyz and
+                            /status (read only) on ADDR
+      --user USER           run the workers as USER (name or uid); the master
+                            must run as root, binds the sockets and keeps them
+      --group GROUP         run the workers with GROUP (default: USER's group)
+      --heartbeat-timeout DUR
+                            replace a worker that sent no heartbeat (channel
+                            message or WATCHDOG=1) for DUR; 0 disables
+      --max-rss SIZE        recycle a worker whose memory passes SIZE (bytes,
+                            or with K, M or G: 512M); 0 disables
+      --max-age DUR         recycle a worker older than DUR, less up to 10%
+                            jitter; 0 disables. Recycling starts the
+                            replacement first, as a reload does
       --log-format FORMAT   the master's log on stderr: text or json
                             (default text)
       --log-level LEVEL     debug, info, warn or error (default info)
@@ -117,7 +135,11 @@ type runConfig struct {
 	logFormat, logLevel, configPath           string
 	timeout, respawn, backoff, readyTimeout   time.Duration
 	timeoutSet, respawnSet, backoffSet, rtSet bool
-	prefix                                    bool
+	prefix, reusePort                         bool
+	metricsAddr, user, group                  string
+	heartbeatTimeout, maxAge                  time.Duration
+	hbSet, maxAgeSet                          bool
+	maxRSS                                    int64
 	program                                   string
 	args                                      []string
 }
@@ -163,6 +185,13 @@ func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 		{name: "dir", env: "RECLUSTER_DIR", value: stringValue{&cfg.dir, notEmpty}},
 		{name: "prefix", env: "RECLUSTER_PREFIX", value: boolValue{&cfg.prefix}},
 		{name: "control", env: "RECLUSTER_CONTROL", value: stringValue{&cfg.controlPath, notEmpty}},
+		{name: "reuseport", env: "RECLUSTER_REUSEPORT", value: boolValue{&cfg.reusePort}},
+		{name: "metrics", env: "RECLUSTER_METRICS", value: stringValue{&cfg.metricsAddr, notEmpty}},
+		{name: "user", env: "RECLUSTER_USER", value: stringValue{&cfg.user, notEmpty}},
+		{name: "group", env: "RECLUSTER_GROUP", value: stringValue{&cfg.group, notEmpty}},
+		{name: "heartbeat-timeout", env: "RECLUSTER_HEARTBEAT_TIMEOUT", value: durationValue{&cfg.heartbeatTimeout, &cfg.hbSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "max-rss", env: "RECLUSTER_MAX_RSS", value: sizeValue{&cfg.maxRSS}},
+		{name: "max-age", env: "RECLUSTER_MAX_AGE", value: durationValue{&cfg.maxAge, &cfg.maxAgeSet, atLeast(0, "want a duration of 0 or more")}},
 		{name: "log-format", env: "RECLUSTER_LOG_FORMAT", value: stringValue{&cfg.logFormat, oneOf("text", "json")}},
 		{name: "log-level", env: "RECLUSTER_LOG_LEVEL", value: stringValue{&cfg.logLevel, oneOf("debug", "info", "warn", "error")}},
 		{name: "config", env: "RECLUSTER_CONFIG", value: stringValue{&cfg.configPath, notEmpty}},
@@ -249,6 +278,12 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 		DisableRespawnLog: true, // the respawn-scheduled event is logged instead
 		StopSignal:        signalNames[strings.TrimPrefix(strings.ToUpper(cfg.stopSignal), "SIG")],
 		PrefixOutput:      cfg.prefix,
+		ReusePort:         cfg.reusePort,
+		User:              cfg.user,
+		Group:             cfg.group,
+		HeartbeatTimeout:  cfg.heartbeatTimeout,
+		MaxRSS:            cfg.maxRSS,
+		MaxAge:            cfg.maxAge,
 		Notify:            runtime.GOOS == "linux",
 		ReapOrphans:       os.Getpid() == 1,
 	}
@@ -317,10 +352,30 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 
 	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1)}
 	opts.OnEvent = m.onEvent
+	var mx *metrics.Metrics
+	if cfg.metricsAddr != "" {
+		mx = metrics.New(metrics.Options{Program: program})
+		opts.OnEvent = func(e recluster.Event) { m.onEvent(e); mx.Observe(e) }
+	}
 	c := recluster.New(program, opts)
 	m.c = c
 	if err := c.Validate(); err != nil {
 		return usageError{err.Error()}
+	}
+	if mx != nil {
+		mx.Attach(c)
+		metricsLn, err := metrics.Listen(cfg.metricsAddr)
+		if err != nil {
+			return err
+		}
+		defer metricsLn.Close()
+		ctx, stopMetrics := context.WithCancel(context.Background())
+		defer stopMetrics()
+		go func() {
+			if err := mx.Serve(ctx, metricsLn); err != nil {
+				log.Error(err.Error())
+			}
+		}()
 	}
 
 	ln, err := control.Listen(cfg.controlPath)

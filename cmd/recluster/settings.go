@@ -324,3 +324,31 @@ func (v boolValue) Set(s string) error {
 func (v boolValue) IsBoolFlag() bool { return true }
 
 var _ boolFlag = boolValue{}
+
+// sizeValue is a byte count, with an optional K, M or G suffix (powers of
+// 1024).
+type sizeValue struct{ n *int64 }
+
+func (v sizeValue) String() string {
+	if v.n == nil {
+		return "0"
+	}
+	return strconv.FormatInt(*v.n, 10)
+}
+
+func (v sizeValue) Set(s string) error {
+	s = strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
+	unit := int64(1)
+	for suffix, u := range map[string]int64{"K": 1 << 10, "M": 1 << 20, "G": 1 << 30} {
+		if t, ok := strings.CutSuffix(s, suffix); ok {
+			s, unit = t, u
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return errors.New("want a size in bytes, or with K, M or G, such as 512M")
+	}
+	*v.n = n * unit
+	return nil
+}
