@@ -282,10 +282,12 @@ func TestWorkerThatRetiresIsReplaced(t *testing.T) {
 	tc := startCluster(t, recluster.Options{Workers: 1})
 	old := tc.ActiveWorkers()[0].PID()
 	l := startLoad(tc.url, 4, true, "/")
+	l.progress(t, 50)
 	get(t, tc.url, "/retire")
 	tc.rec.waitN(t, 1, 5*time.Second, kind(recluster.EventRetire))
 	tc.rec.waitN(t, 2, 5*time.Second, kind(recluster.EventActive))
 	eventually(t, 5*time.Second, "the retired worker to exit", func() bool { return gone(old) })
+	l.progress(t, 50)
 	ok, failures := l.finish()
 	if len(failures) > 0 {
 		t.Fatalf("%d of %d requests failed while a worker retired: %v", len(failures), ok+len(failures), failures[:min(5, len(failures))])
@@ -296,15 +298,28 @@ func TestWorkerThatRetiresIsReplaced(t *testing.T) {
 }
 
 func TestReloadUnderLoadFailsNoRequest(t *testing.T) {
-	for _, keepAlive := range []bool{false, true} {
-		t.Run(map[bool]string{false: "new-connection", true: "keep-alive"}[keepAlive], func(t *testing.T) {
+	cases := []struct {
+		name      string
+		keepAlive bool
+		path      string
+	}{
+		{"new-connection", false, "/?sleep=5"},
+		{"keep-alive", true, "/?sleep=5"},
+		// Requests of 100ms keep work in flight across every drain.
+		{"keep-alive-100ms", true, "/?sleep=100"},
+	}
+	for _, tt := range cases {
+		keepAlive := tt.keepAlive
+		t.Run(tt.name, func(t *testing.T) {
 			tc := startCluster(t, recluster.Options{Workers: 2, Timeout: 5 * time.Second})
-			l := startLoad(tc.url, 8, keepAlive, "/?sleep=5")
+			l := startLoad(tc.url, 8, keepAlive, tt.path)
 			for i := 0; i < 5; i++ {
+				l.progress(t, 16)
 				if err := tc.Reload(context.Background()); err != nil {
 					t.Fatalf("reload %d: %v", i+1, err)
 				}
 			}
+			l.progress(t, 16)
 			ok, failures := l.finish()
 			if len(failures) > 0 {
 				t.Fatalf("%d of %d requests failed across 5 reloads: %v", len(failures), ok+len(failures), failures[:min(5, len(failures))])
@@ -324,6 +339,7 @@ func TestReusePortModeReloadsWithoutFailure(t *testing.T) {
 	}
 	l := startLoad(tc.url, 8, false, "/")
 	for i := 0; i < 3; i++ {
+		l.progress(t, 50)
 		if err := tc.Reload(context.Background()); err != nil {
 			t.Fatalf("reload %d: %v", i+1, err)
 		}
@@ -337,6 +353,36 @@ func TestReusePortModeReloadsWithoutFailure(t *testing.T) {
 		seen[get(t, tc.url, "/").header.Get("X-Worker-Id")] = true
 		return len(seen) == 3
 	})
+}
+
+// Killing workers under load may fail only the requests those workers
+// held; no connection is refused, because the socket stays with the master.
+func TestCrashUnderLoadRefusesNothing(t *testing.T) {
+	const clients, kills = 8, 3
+	tc := startCluster(t, recluster.Options{Workers: 2})
+	l := startLoad(tc.url, clients, false, "/?sleep=20")
+	for i := 0; i < kills; i++ {
+		l.progress(t, 50)
+		victim := tc.ActiveWorkers()[i%2]
+		if err := syscallKill(victim.PID(), "KILL"); err != nil {
+			t.Fatal(err)
+		}
+		tc.rec.waitN(t, 3+i, 10*time.Second, kind(recluster.EventActive))
+	}
+	l.progress(t, 50)
+	ok, failures := l.finish()
+	for _, f := range failures {
+		if strings.Contains(f, "refused") {
+			t.Fatalf("a connection was refused while workers crashed: %s", f)
+		}
+	}
+	if len(failures) > clients*kills {
+		t.Fatalf("%d requests failed, more than the %d that the killed workers could hold: %v", len(failures), clients*kills, failures[:5])
+	}
+	if ok == 0 {
+		t.Fatal("no request succeeded")
+	}
+	t.Logf("%d requests, %d failed in flight on %d killed workers", ok+len(failures), len(failures), kills)
 }
 
 func TestTerminateLeavesNothing(t *testing.T) {

@@ -296,6 +296,20 @@ func startLoad(url string, clients int, keepAlive bool, path string) *load {
 	return l
 }
 
+// progress waits until n more requests have succeeded, so that what the
+// test does next happens under load that really flows.
+func (l *load) progress(t *testing.T, n int) {
+	t.Helper()
+	l.mu.Lock()
+	target := l.ok + n
+	l.mu.Unlock()
+	eventually(t, 20*time.Second, fmt.Sprintf("%d more successful requests", n), func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.ok >= target
+	})
+}
+
 func (l *load) finish() (ok int, failures []string) {
 	close(l.stop)
 	l.wg.Wait()

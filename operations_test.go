@@ -39,6 +39,7 @@ func TestOldWorkersAreRecycledWithoutLosingARequest(t *testing.T) {
 	tc := startCluster(t, recluster.Options{Workers: 2, MaxAge: 400 * time.Millisecond})
 	l := startLoad(tc.url, 4, true, "/")
 	recycled := tc.rec.waitN(t, 3, 10*time.Second, kind(recluster.EventRetire))
+	l.progress(t, 50)
 	if !strings.Contains(recycled.Reason, "max age") {
 		t.Fatalf("retired for %q", recycled.Reason)
 	}
