@@ -72,14 +72,10 @@ type Status struct {
 	Workers []WorkerStatus `json:"workers"`
 }
 
-// WorkerStatus is recluster.WorkerStatus plus the process's resource use,
-// read from /proc (zero where the system has none).
+// WorkerStatus is recluster.WorkerStatus (which has the process's RSS and
+// CPU time) plus its recent CPU use.
 type WorkerStatus struct {
 	recluster.WorkerStatus
-	// RSS is the resident set size in bytes.
-	RSS int64 `json:"rss_bytes"`
-	// CPUSeconds is the user and system CPU time used so far.
-	CPUSeconds float64 `json:"cpu_seconds"`
 	// CPUPercent is the CPU use over the sampling window (Request.Sample).
 	CPUPercent float64 `json:"cpu_percent"`
 }

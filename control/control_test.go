@@ -157,7 +157,7 @@ func TestMalformedRequests(t *testing.T) {
 		t.Fatalf("workers changed: %s -> %s", before, after)
 	}
 	for _, w := range resp.Status.Workers {
-		if w.RSS <= 0 || w.CPUSeconds < 0 {
+		if w.RSSBytes <= 0 || w.CPUSeconds < 0 {
 			t.Errorf("no resource figures: %+v", w)
 		}
 	}

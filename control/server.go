@@ -282,24 +282,23 @@ func (s *Server) status(sample bool) Status {
 	for _, a := range s.Cluster.Addrs() {
 		out.Addrs = append(out.Addrs, a.Network()+":"+a.String())
 	}
-	before := map[int]procStat{}
+	// CPU use is the growth of each worker's CPU time over a short window.
+	var before map[int]float64
 	start := time.Now()
 	if sample {
+		before = map[int]float64{}
 		for _, w := range st.Workers {
-			if ps, ok := readProcStat(w.PID); ok {
-				before[w.PID] = ps
-			}
+			before[w.PID] = w.CPUSeconds
 		}
 		time.Sleep(sampleWindow)
+		st = s.Cluster.Status()
+		out.Status = st
 	}
 	elapsed := time.Since(start).Seconds()
 	for _, w := range st.Workers {
 		ws := WorkerStatus{WorkerStatus: w}
-		if ps, ok := readProcStat(w.PID); ok {
-			ws.RSS, ws.CPUSeconds = ps.rss, ps.cpu
-			if b, ok := before[w.PID]; ok && elapsed > 0 {
-				ws.CPUPercent = (ps.cpu - b.cpu) / elapsed * 100
-			}
+		if b, ok := before[w.PID]; ok && elapsed > 0 {
+			ws.CPUPercent = (w.CPUSeconds - b) / elapsed * 100
 		}
 		out.Workers = append(out.Workers, ws)
 	}

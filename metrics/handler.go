@@ -98,7 +98,7 @@ func (m *Metrics) status(w http.ResponseWriter, r *http.Request) {
 		out.Addrs = append(out.Addrs, a.Network()+":"+a.String())
 	}
 	for _, ws := range p.st.Workers {
-		cw := control.WorkerStatus{WorkerStatus: ws, RSS: ws.RSSBytes, CPUSeconds: ws.CPUSeconds}
+		cw := control.WorkerStatus{WorkerStatus: ws}
 		out.Workers = append(out.Workers, cw)
 	}
 	w.Header().Set("Content-Type", "application/json")

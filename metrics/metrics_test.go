@@ -301,8 +301,8 @@ func TestGaugesAndEndpoints(t *testing.T) {
 		if v := mustSample(t, fams, "recluster_worker_cpu_seconds_total", labels...); v < 0 {
 			t.Errorf("recluster_worker_cpu_seconds_total%v = %v", labels, v)
 		}
-		if w.RSS < 1<<20 {
-			t.Errorf("/status: worker %d rss_bytes = %d, want at least 1 MiB", w.Slot, w.RSS)
+		if w.RSSBytes < 1<<20 {
+			t.Errorf("/status: worker %d rss_bytes = %d, want at least 1 MiB", w.Slot, w.RSSBytes)
 		}
 	}
 }

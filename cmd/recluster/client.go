@@ -162,8 +162,8 @@ func printStatus(w io.Writer, st *control.Status) {
 	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tRSS\tCPU\tSTATUS")
 	for _, ws := range st.Workers {
 		rss, cpu := "-", "-"
-		if ws.RSS > 0 {
-			rss = formatBytes(ws.RSS)
+		if ws.RSSBytes > 0 {
+			rss = formatBytes(ws.RSSBytes)
 			cpu = fmt.Sprintf("%.1f%%", ws.CPUPercent)
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", ws.Slot, ws.PID, ws.Generation, ws.State,

@@ -162,7 +162,7 @@ func TestStatusScaleStop(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
 		t.Fatalf("status --json: %v %d\n%s", err, code, out)
 	}
-	if st.Slots != 2 || len(st.Workers) != 2 || st.MasterPID != m.cmd.Process.Pid || st.Workers[0].RSS <= 0 {
+	if st.Slots != 2 || len(st.Workers) != 2 || st.MasterPID != m.cmd.Process.Pid || st.Workers[0].RSSBytes <= 0 {
 		t.Errorf("status --json: %+v", st)
 	}
 
