@@ -509,3 +509,22 @@ func equalMaps(a, b map[int]int) bool {
 	}
 	return true
 }
+
+// A worker that asks to retire before it is serving its slot is replaced
+// once it is.
+func TestRetireBeforeActiveIsKept(t *testing.T) {
+	tc := newCluster(t, recluster.Options{Workers: 1, ReadyWhen: recluster.Ready}, "-mode", "ready", "-delay", "500ms")
+	if err := tc.Run(); err != nil {
+		t.Fatal(err)
+	}
+	tc.learnURL(t)
+	first := get(t, tc.url, "/retire").header.Get("X-Worker-Pid")
+	retired := tc.rec.waitN(t, 1, 10*time.Second, kind(recluster.EventRetire))
+	if strconv.Itoa(retired.PID) != first {
+		t.Fatalf("retired pid %d, want %s", retired.PID, first)
+	}
+	tc.rec.waitN(t, 2, 10*time.Second, kind(recluster.EventActive))
+	if w := tc.ActiveWorkers()[0]; strconv.Itoa(w.PID()) == first {
+		t.Fatal("the worker that asked to retire still serves its slot")
+	}
+}

@@ -3,6 +3,7 @@ package recluster
 import (
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -76,5 +77,6 @@ func parseNotify(msg string) map[string]string {
 }
 
 func (n *notifySocket) close() {
-	n.conn.Close() // a Go unixgram listener removes its path on close
+	n.conn.Close()
+	os.Remove(n.path) // a datagram socket's path outlives the socket
 }

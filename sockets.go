@@ -26,6 +26,20 @@ type ownedSocket struct {
 	fd      int
 	addr    net.Addr
 	adopted bool // inherited from systemd, not bound by the master
+	blocked bool // put in blocking mode, before any worker held it
+}
+
+// makeBlocking gives a socket passed the systemd way the blocking mode
+// that programs written for systemd expect, once, before any worker holds
+// it: the mode belongs to the socket that all its holders share, and
+// flipping it under a worker that set it non-blocking would stall that
+// worker's accept loop.
+func (s *ownedSocket) makeBlocking() error {
+	if s.blocked {
+		return nil
+	}
+	s.blocked = true
+	return unix.SetNonblock(s.fd, false)
 }
 
 // socketRegistry maps what workers ask for to the sockets the master owns:
@@ -107,7 +121,7 @@ func (r *socketRegistry) passedFor(slot int) ([]*ownedSocket, error) {
 			return nil, err
 		}
 		s.name = base.name
-		if err := unix.SetNonblock(s.fd, false); err != nil {
+		if err := s.makeBlocking(); err != nil {
 			return nil, err
 		}
 		out[i] = s
@@ -155,7 +169,7 @@ func (r *socketRegistry) bindPassed(specs []Socket) error {
 		// Programs written for systemd expect blocking sockets, as systemd
 		// passes them; runtimes that want non-blocking ones set that
 		// themselves.
-		if err := unix.SetNonblock(s.fd, false); err != nil {
+		if err := s.makeBlocking(); err != nil {
 			return fmt.Errorf("socket %q: %w", spec.Name, err)
 		}
 		r.passed = append(r.passed, s)

@@ -132,11 +132,11 @@ func (s *supervisor) run() error {
 	s.events = newEventQueue(s.opts.OnEvent)
 	fail := func(err error) error {
 		s.killAll("start failed")
-		for pid := range s.workers {
+		for pid, w := range s.workers {
 			var ws syscall.WaitStatus
 			syscall.Wait4(pid, &ws, 0, nil)
+			s.release(w)
 		}
-		s.workers = map[int]*Worker{}
 		s.stop()
 		return err
 	}
@@ -187,6 +187,7 @@ func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
 	defer unix.Close(childFD)
 	cleanups = append(cleanups, func() { conn.Close() })
 	conn.WriteTimeout = time.Second
+	conn.DiscardFDs = true
 
 	null, err := devNull()
 	if err != nil {
@@ -333,6 +334,8 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message) {
 			s.markReady(w)
 		}
 	case proto.CmdDisconnect:
+		// A worker that is not serving its slot yet is replaced once it is.
+		w.retireAsked = true
 		s.replace(w, "the worker asked to be replaced")
 	case proto.CmdHeartbeat:
 		w.lastBeat = time.Now()
@@ -418,6 +421,9 @@ func (s *supervisor) activate(w *Worker) {
 	}
 	w.state = stateActive
 	s.emit(s.workerEvent(EventActive, w))
+	if w.retireAsked {
+		s.replace(w, "the worker asked to be replaced")
+	}
 }
 
 func (s *supervisor) readyTimedOut(w *Worker) {
@@ -472,7 +478,7 @@ func (s *supervisor) sweep() {
 	}
 	now := time.Now()
 	for _, w := range s.workers {
-		if w.state == stateDraining {
+		if w.state == stateDraining || w.killed {
 			continue
 		}
 		if hb := s.opts.HeartbeatTimeout; hb > 0 && now.Sub(w.lastBeat) > hb {
@@ -537,6 +543,7 @@ func (s *supervisor) drain(w *Worker, reason string) {
 }
 
 func (s *supervisor) kill(w *Worker, reason string) {
+	w.killed = true
 	syscall.Kill(-w.pid, syscall.SIGKILL)
 	syscall.Kill(w.pid, syscall.SIGKILL)
 	e := s.workerEvent(EventKilled, w)
@@ -578,7 +585,8 @@ func describeExit(ws syscall.WaitStatus) string {
 	return "exited with code " + strconv.Itoa(ws.ExitStatus())
 }
 
-func (s *supervisor) exited(w *Worker, ws syscall.WaitStatus) {
+// release lets go of what the master holds for a worker that has exited.
+func (s *supervisor) release(w *Worker) {
 	delete(s.workers, w.pid)
 	w.readyTimer.Stop()
 	if w.killTimer != nil {
@@ -591,6 +599,10 @@ func (s *supervisor) exited(w *Worker, ws syscall.WaitStatus) {
 	// What the worker started in its process group must not outlive it
 	// and keep the port.
 	syscall.Kill(-w.pid, syscall.SIGKILL)
+}
+
+func (s *supervisor) exited(w *Worker, ws syscall.WaitStatus) {
+	s.release(w)
 
 	e := s.workerEvent(EventExited, w)
 	e.ExitCode = ws.ExitStatus()
@@ -611,7 +623,11 @@ func (s *supervisor) exited(w *Worker, ws syscall.WaitStatus) {
 		}
 	}
 	if s.reload != nil && w.gen == s.reload.gen && !expected {
-		s.abortReload(fmt.Errorf("recluster: reload aborted: slot %d (pid %d) %s before it was ready", w.slot, w.pid, describeExit(ws)), "aborted")
+		when := "before it was ready"
+		if w.state == stateStandby {
+			when = "while it waited for the rest of its generation"
+		}
+		s.abortReload(fmt.Errorf("recluster: reload aborted: slot %d (pid %d) %s %s", w.slot, w.pid, describeExit(ws), when), "aborted")
 	}
 	switch s.phase {
 	case phaseRunning:
@@ -749,8 +765,20 @@ func (s *supervisor) abortReload(err error, result string) {
 		return
 	}
 	s.reload = nil
+	served := map[int]bool{}
+	for _, w := range s.workers {
+		if w.state == stateActive {
+			served[w.slot] = true
+		}
+	}
 	for _, w := range s.workers {
 		if w.gen != r.gen {
+			continue
+		}
+		if w.state == stateStandby && !served[w.slot] && w.slot < s.slots && s.phase == phaseRunning {
+			// Its old worker died meanwhile: the new one is the slot's only
+			// ready worker, so it stays until the slot's respawn is ready.
+			s.activate(w)
 			continue
 		}
 		if w.state == stateStarting && !w.listening {
@@ -790,6 +818,7 @@ func (s *supervisor) scale(n int) error {
 	s.log.Info("recluster: scaling", "from", old, "to", n)
 	for slot := old; slot < n; slot++ {
 		if _, err := s.spawn(slot, s.gen); err != nil {
+			s.abortReload(fmt.Errorf("recluster: reload aborted: %w", err), "aborted")
 			s.reconcile()
 			return err
 		}

@@ -22,6 +22,8 @@ type Worker struct {
 	conn        *proto.Conn
 	notify      *notifySocket
 	retiring    bool          // it is being replaced and serves until then
+	retireAsked bool          // it asked to be replaced, maybe before it was active
+	killed      bool          // SIGKILL was sent
 	maxAge      time.Duration // Options.MaxAge less this worker's jitter
 	listening   bool
 	status      string // the worker's last STATUS= or status message

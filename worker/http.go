@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -82,6 +84,10 @@ func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 	case <-graceOver.C:
 	case <-d.allClosed():
 	}
+	// A connection that never sent a request (a browser's or a load
+	// balancer's spare) would hold Shutdown for seconds; none of its
+	// requests can be lost, so close it now.
+	d.closeUnused()
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	err := srv.Shutdown(ctx)
@@ -110,12 +116,22 @@ type drainer struct {
 	draining atomic.Bool
 
 	mu     sync.Mutex
-	open   map[net.Conn]bool
+	open   map[net.Conn]http.ConnState
 	notify chan struct{} // closed when open drops to zero while draining
 }
 
+func (d *drainer) closeUnused() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c, state := range d.open {
+		if state == http.StateNew {
+			c.Close()
+		}
+	}
+}
+
 func (d *drainer) wrap(srv *http.Server) {
-	d.open = map[net.Conn]bool{}
+	d.open = map[net.Conn]http.ConnState{}
 	next := srv.Handler
 	if next == nil {
 		next = http.DefaultServeMux
@@ -131,8 +147,8 @@ func (d *drainer) wrap(srv *http.Server) {
 	srv.ConnState = func(c net.Conn, state http.ConnState) {
 		d.mu.Lock()
 		switch state {
-		case http.StateNew:
-			d.open[c] = true
+		case http.StateNew, http.StateActive, http.StateIdle:
+			d.open[c] = state
 		case http.StateClosed, http.StateHijacked:
 			delete(d.open, c)
 			if len(d.open) == 0 && d.notify != nil {
@@ -183,9 +199,27 @@ func (c closeOnDrain) Write(b []byte) (int, error) {
 }
 
 func (c closeOnDrain) Flush() {
+	c.mark()
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// Hijack keeps WebSocket and other upgrades working through the wrapper.
+func (c closeOnDrain) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h, ok := c.ResponseWriter.(http.Hijacker); ok {
+		return h.Hijack()
+	}
+	return nil, nil, errors.New("worker: the underlying ResponseWriter cannot hijack")
+}
+
+// ReadFrom keeps sendfile for files served through the wrapper.
+func (c closeOnDrain) ReadFrom(r io.Reader) (int64, error) {
+	c.mark()
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(c.ResponseWriter, r)
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

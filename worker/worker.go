@@ -261,6 +261,9 @@ func listenInherited(address string) (net.Listener, bool, error) {
 	}
 	for _, lf := range fds {
 		if lf.name == strings.TrimPrefix(address, "name:") || addressMatches(lf.fd, address) || len(fds) == 1 {
+			if on, err := unix.GetsockoptInt(lf.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || on != 1 {
+				return nil, true, fmt.Errorf("worker: inherited fd %d (%s) is not a listening socket; with systemd, use Accept=no in the socket unit", lf.fd, lf.name)
+			}
 			dup, err := unix.FcntlInt(uintptr(lf.fd), unix.F_DUPFD_CLOEXEC, 0)
 			if err != nil {
 				return nil, true, fmt.Errorf("worker: inherited socket %s: %w", lf.name, err)
@@ -369,6 +372,9 @@ func Disconnected() <-chan struct{} {
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 		go func() {
 			<-sig
+			// A second signal gets the default action: a program alone
+			// can still be stopped at once with another Ctrl-C.
+			signal.Stop(sig)
 			markDisconnected()
 		}()
 	})

@@ -53,6 +53,9 @@ const (
 	CmdStatus = "status"
 )
 
+// maxQueuedFDs bounds the descriptors received and not yet claimed.
+const maxQueuedFDs = 64
+
 // MaxLine bounds one message, so that a confused peer cannot make the
 // other side buffer without limit.
 const MaxLine = 64 << 10
@@ -75,6 +78,10 @@ var ErrMalformed = errors.New("malformed message")
 // Conn is one end of a channel. Send may be called from several goroutines;
 // Receive from one at a time.
 type Conn struct {
+	// DiscardFDs closes every descriptor that arrives: the master expects
+	// none from a worker, and must not let one fill its descriptor table.
+	DiscardFDs bool
+
 	// WriteTimeout, when set, bounds each Send, so that a peer that stops
 	// reading cannot block the sender.
 	WriteTimeout time.Duration
@@ -206,7 +213,13 @@ func (c *Conn) fill() {
 	n, oobn = max(n, 0), max(oobn, 0) // they are -1 on some errors
 	c.buf = append(c.buf, data[:n]...)
 	if oobn > 0 {
-		c.fds = append(c.fds, parseRights(oob[:oobn])...)
+		for _, fd := range parseRights(oob[:oobn]) {
+			if c.DiscardFDs || len(c.fds) >= maxQueuedFDs {
+				unix.Close(fd)
+			} else {
+				c.fds = append(c.fds, fd)
+			}
+		}
 	}
 	if err != nil {
 		c.readErr = err

@@ -87,3 +87,25 @@ func TestReceiveEndsWhenThePeerCloses(t *testing.T) {
 		t.Fatal("no error after the peer closed")
 	}
 }
+
+func TestDiscardFDsClosesWhatAWorkerSends(t *testing.T) {
+	master, worker := pair(t)
+	master.DiscardFDs = true
+	f, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := 0; i < 3; i++ {
+		worker.Send(Message{Cmd: CmdHeartbeat}, int(f.Fd()))
+	}
+	worker.Send(Message{Cmd: CmdListen, ID: 1}, int(f.Fd()))
+	for i := 0; i < 4; i++ {
+		if _, fd, err := master.Receive(); err != nil || fd != -1 {
+			t.Fatalf("message %d: fd %d, err %v", i, fd, err)
+		}
+	}
+	if len(master.fds) != 0 {
+		t.Fatalf("%d descriptors kept", len(master.fds))
+	}
+}
