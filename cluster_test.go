@@ -528,3 +528,30 @@ func TestRetireBeforeActiveIsKept(t *testing.T) {
 		t.Fatal("the worker that asked to retire still serves its slot")
 	}
 }
+
+// An aborted reload must not take away a slot's only ready worker: when
+// the old worker of a slot died during the reload, the slot's new, ready
+// worker stays.
+func TestAbortedReloadKeepsALoneReadyWorker(t *testing.T) {
+	tc := startCluster(t, recluster.Options{Workers: 2, ReadyWhen: recluster.Ready, ReadyTimeout: 1500 * time.Millisecond, Respawn: 10 * time.Second}, "-mode", "ready")
+	old0 := tc.ActiveWorkers()[0].PID()
+	tc.setMode(t, "ready-if-0")
+	result := make(chan error, 1)
+	go func() { result <- tc.Reload(context.Background()) }()
+	standby := tc.rec.waitN(t, 1, 10*time.Second, func(e recluster.Event) bool {
+		return e.Kind == recluster.EventReady && e.Generation == 2 && e.Slot == 0
+	})
+	// Respawn is long: the old generation gets no new slot-0 worker
+	// before the reload aborts.
+	if err := syscallKill(old0, "KILL"); err != nil {
+		t.Fatal(err)
+	}
+	tc.rec.waitN(t, 1, 5*time.Second, func(e recluster.Event) bool { return e.Kind == recluster.EventExited && e.PID == old0 })
+	err := <-result
+	if err == nil || !strings.Contains(err.Error(), "slot 1") {
+		t.Fatalf("want the reload aborted for slot 1, got %v", err)
+	}
+	if w := tc.ActiveWorkers()[0]; w == nil || w.PID() != standby.PID {
+		t.Fatalf("slot 0 is served by %v, want the ready new worker pid %d", w, standby.PID)
+	}
+}

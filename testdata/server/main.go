@@ -7,6 +7,7 @@
 //	late        wait -delay before asking for a listener
 //	ready       listen, wait -delay, then say ready
 //	never-ready listen and serve but never say ready
+//	ready-if-0  like ready in slot 0, like never-ready elsewhere
 //	hang        never ask for a listener
 package main
 
@@ -48,7 +49,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(2)
 	}
-	if *mode == "ready" {
+	if *mode == "ready" || (*mode == "ready-if-0" && worker.ID() == 0) {
 		go func() {
 			time.Sleep(*delay)
 			worker.Ready()
