@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,35 +17,17 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster"
-	"go.uber.org/goleak"
+	"github.com/recluster-go/recluster/internal/testbin"
 )
 
-// serverBin is the test worker program (testdata/server), built once.
-var serverBin string
+// The test programs, built once: the worker program of most tests and a
+// master for the tests of a master's death.
+var serverBin, masterBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "recluster-test-")
-	if err != nil {
-		panic(err)
-	}
-	os.Chmod(dir, 0o755) // workers may run as another user
-	serverBin = filepath.Join(dir, "server")
-	build := exec.Command("go", "build", "-o", serverBin, "./testdata/server")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building testdata/server:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		// The fork thread is meant to live as long as the process.
-		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/recluster-go/recluster.startProcess.func1.1")); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testbin.Main(m, func(bins map[string]string) {
+		serverBin, masterBin = bins["testdata/server"], bins["testdata/master"]
+	}, "testdata/server", "testdata/master")
 }
 
 // recorder keeps every event of a cluster and lets a test wait for one.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,10 +14,6 @@ import (
 // A master killed by SIGKILL cannot clean up: the kernel must end its
 // workers (parent-death signal), so that no orphan keeps the port.
 func TestMasterKilledLeavesNoWorker(t *testing.T) {
-	masterBin := filepath.Join(t.TempDir(), "master")
-	if out, err := exec.Command("go", "build", "-o", masterBin, "./testdata/master").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	cmd := exec.Command(masterBin, serverBin)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -20,9 +19,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"go.uber.org/goleak"
 
 	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/internal/testbin"
 	"github.com/recluster-go/recluster/control"
 	"github.com/recluster-go/recluster/metrics"
 )
@@ -31,27 +30,7 @@ import (
 var serverBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "recluster-metrics-test-")
-	if err != nil {
-		panic(err)
-	}
-	serverBin = filepath.Join(dir, "server")
-	build := exec.Command("go", "build", "-o", serverBin, "../testdata/server")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building testdata/server:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		// The library's fork thread is meant to live as long as the process.
-		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/recluster-go/recluster.startProcess.func1.1")); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testbin.Main(m, func(bins map[string]string) { serverBin = bins["testdata/server"] }, "testdata/server")
 }
 
 // client never reuses connections, so no idle ones outlive a test.
