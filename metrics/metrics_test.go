@@ -21,8 +21,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/recluster-go/recluster"
-	"github.com/recluster-go/recluster/internal/testbin"
 	"github.com/recluster-go/recluster/control"
+	"github.com/recluster-go/recluster/internal/testbin"
 	"github.com/recluster-go/recluster/metrics"
 )
 

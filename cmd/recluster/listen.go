@@ -42,7 +42,7 @@ func parseListen(v string) (listenSpec, error) {
 	spec.sock.Network, spec.sock.Address = network, addr
 	if network == "unix" {
 		if addr == "" {
-			return spec, fmt.Errorf("%q has no socket path after unix:", v)
+			return spec, fmt.Errorf("%q has no socket path after \"unix:\"", v)
 		}
 		if len(addr) > 107 {
 			return spec, fmt.Errorf("socket path %q is longer than the 107 bytes a Unix socket address holds", addr)
