@@ -66,12 +66,15 @@ func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 	opts = opts.withDefaults()
 	d := &drainer{}
 	d.wrap(srv)
+	// Catch SIGTERM before the first connection is accepted: from then on
+	// the signal must drain, not kill what is in flight.
+	leave := Disconnected()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {
 	case err := <-serveErr:
 		return err
-	case <-Disconnected():
+	case <-leave:
 	}
 	d.draining.Store(true)
 	ln.Close()
