@@ -118,23 +118,26 @@ func ListenAndServe(srv *http.Server) error {
 type drainer struct {
 	draining atomic.Bool
 
+	// The request path touches only atomics and a sync.Map read: conns
+	// changes when a connection opens or closes, not on every request.
+	open  atomic.Int64
+	conns sync.Map // net.Conn -> *atomic.Bool: has it sent a request?
+
 	mu     sync.Mutex
-	open   map[net.Conn]http.ConnState
-	notify chan struct{} // closed when open drops to zero while draining
+	notify chan struct{} // closed when open drops to zero
 }
 
+// closeUnused closes the connections that never sent a request.
 func (d *drainer) closeUnused() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for c, state := range d.open {
-		if state == http.StateNew {
-			c.Close()
+	d.conns.Range(func(key, used any) bool {
+		if !used.(*atomic.Bool).Load() {
+			key.(net.Conn).Close()
 		}
-	}
+		return true
+	})
 }
 
 func (d *drainer) wrap(srv *http.Server) {
-	d.open = map[net.Conn]http.ConnState{}
 	next := srv.Handler
 	if next == nil {
 		next = http.DefaultServeMux
@@ -148,18 +151,24 @@ func (d *drainer) wrap(srv *http.Server) {
 	})
 	userState := srv.ConnState
 	srv.ConnState = func(c net.Conn, state http.ConnState) {
-		d.mu.Lock()
 		switch state {
-		case http.StateNew, http.StateActive, http.StateIdle:
-			d.open[c] = state
+		case http.StateNew:
+			d.open.Add(1)
+			d.conns.Store(c, new(atomic.Bool))
+		case http.StateActive:
+			if used, ok := d.conns.Load(c); ok && !used.(*atomic.Bool).Load() {
+				used.(*atomic.Bool).Store(true)
+			}
 		case http.StateClosed, http.StateHijacked:
-			delete(d.open, c)
-			if len(d.open) == 0 && d.notify != nil {
-				close(d.notify)
-				d.notify = nil
+			if _, ok := d.conns.LoadAndDelete(c); ok && d.open.Add(-1) == 0 {
+				d.mu.Lock()
+				if d.notify != nil {
+					close(d.notify)
+					d.notify = nil
+				}
+				d.mu.Unlock()
 			}
 		}
-		d.mu.Unlock()
 		if userState != nil {
 			userState(c, state)
 		}
@@ -170,7 +179,7 @@ func (d *drainer) allClosed() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ch := make(chan struct{})
-	if len(d.open) == 0 {
+	if d.open.Load() == 0 {
 		close(ch)
 	} else {
 		d.notify = ch
