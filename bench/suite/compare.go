@@ -117,7 +117,7 @@ func (o cmpReloadOutcome) perReload() string {
 }
 
 func runCompare(ctx context.Context, env *Env) (Section, error) {
-	plan := cmpPlan{rounds: 4, slice: 2 * time.Second, warmup: time.Second, rounds4: 2, reloads: 20, timeout: 10 * time.Second}
+	plan := cmpPlan{rounds: 4, slice: 2 * time.Second, warmup: time.Second, rounds4: 4, reloads: 20, timeout: 10 * time.Second}
 	if env.Quick {
 		plan = cmpPlan{rounds: 1, slice: time.Second, warmup: 200 * time.Millisecond, reloads: 3, timeout: 3 * time.Second}
 	}
