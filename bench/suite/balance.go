@@ -66,9 +66,9 @@ func runBalance(ctx context.Context, env *Env) (Section, error) {
 	md.WriteString("With one shared socket every idle worker is woken for each connection (Go's netpoller does not use EPOLLEXCLUSIVE) " +
 		"and the worker that is already running tends to win the accept, so a few workers take most of the connections. " +
 		"With keep-alive the balance is fixed when the 64 connections are accepted and stays for the whole run. " +
-		"With --reuseport the kernel hashes each connection to one slot's socket, which spreads connections evenly: "+
-		"with a new connection per request the spread is even over thousands of connections; with 64 keep-alive connections "+
-		"it is as even as 64 random draws over the slots can be (a slot may get 4 connections and another 12), "+
+		"With --reuseport the kernel hashes each connection to one slot's socket, which spreads connections evenly: " +
+		"with a new connection per request the spread is even over thousands of connections; with 64 keep-alive connections " +
+		"it is as even as 64 random draws over the slots can be (a slot may get 4 connections and another 12), " +
 		"so the keep-alive ratio measures the hash's luck with 64 connections, not a defect that more connections would keep.\n\n")
 	if !sharedOK {
 		md.WriteString("The shared-socket mode misses the 1.5 target (see the reason above); `--reuseport` is the opt-in fix, " +
