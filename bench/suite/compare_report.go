@@ -184,7 +184,11 @@ func explainMiss(tg *cmpTarget, ceiling *cmpThroughput, mode string, r cmpRatio)
 		spread = fmt.Sprintf("; the ceiling itself varied by %.0f%% between rounds", (hi/lo-1)*100)
 	}
 	if r.hi >= cmpGoal {
-		return fmt.Sprintf("%s N=%d %s: median %.3f, rounds %.3f to %.3f. The best round meets the goal, so the miss is within the round-to-round spread of this shared 2-core machine%s; with more workers than cores, keep-alive connections also spread unevenly over the workers (balance column).", tg.mode, tg.workers, mode, r.median, r.lo, r.hi, spread)
+		why := fmt.Sprintf("%s N=%d %s: median %.3f, rounds %.3f to %.3f. The best round meets the goal, so the miss is within the round-to-round spread of this shared %d-core machine%s", tg.mode, tg.workers, mode, r.median, r.lo, r.hi, runtime.NumCPU(), spread)
+		if mode == string(loadgen.ModeKeepAlive) {
+			why += "; with keep-alive, the connections also spread unevenly over the workers (balance column)"
+		}
+		return why + "."
 	}
 	return fmt.Sprintf("%s N=%d %s: median %.3f, every round below the goal (%.3f to %.3f)%s.", tg.mode, tg.workers, mode, r.median, r.lo, r.hi, spread)
 }
