@@ -320,6 +320,23 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 func newLogger(cfg *runConfig, stderr io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.logLevel))
+	return newLoggerAt(cfg, stderr, level)
+}
+
+// libraryLogger is the log of the library itself. Every lifecycle event
+// already has a line of its own (master.onEvent), so the library's
+// informational lines would say everything twice: below debug level only
+// its warnings and errors are kept.
+func libraryLogger(cfg *runConfig, stderr io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.logLevel))
+	if level > slog.LevelDebug {
+		level = max(level, slog.LevelWarn)
+	}
+	return newLoggerAt(cfg, stderr, level)
+}
+
+func newLoggerAt(cfg *runConfig, stderr io.Writer, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.logFormat == "json" {
 		return slog.New(slog.NewJSONHandler(stderr, opts))
@@ -338,7 +355,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	program, opts, specs, err := cfg.options(log)
+	program, opts, specs, err := cfg.options(libraryLogger(cfg, stderr))
 	if err != nil {
 		return err
 	}
