@@ -150,7 +150,7 @@ type Socket struct {
 	FD int
 }
 
-// Self, as the program path, makes the master re-execute its own binary:
+// Self is the program path that makes the master re-execute its own binary:
 // the program is its own worker (the Go form of Node's cluster.isMaster).
 const Self = ""
 

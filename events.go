@@ -55,6 +55,7 @@ type Event struct {
 	Message string
 }
 
+// String renders the event as one log-friendly line.
 func (e Event) String() string {
 	s := string(e.Kind)
 	if e.Slot >= 0 {

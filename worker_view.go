@@ -46,6 +46,7 @@ func (w *Worker) Generation() int { return w.gen }
 // Started returns when the worker was spawned.
 func (w *Worker) Started() time.Time { return w.started }
 
+// String names the worker by slot, pid and generation, for logs.
 func (w *Worker) String() string {
 	return fmt.Sprintf("worker %d (pid %d, gen %d)", w.slot, w.pid, w.gen)
 }

@@ -16,6 +16,7 @@ import (
 // it and it refused or failed, as opposed to a connection problem.
 type RemoteError struct{ Msg string }
 
+// Error returns the master's own words.
 func (e *RemoteError) Error() string { return e.Msg }
 
 // Do sends req to the master listening on path and returns its final
