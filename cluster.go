@@ -33,9 +33,9 @@ type ReadyWhen string
 
 const (
 	// Listening (the default): the worker has obtained a listener from the
-	// master (worker.Listen). With Options.Sockets every worker holds its
-	// listeners from its first instruction, so Listening is met as soon as
-	// the process has started.
+	// master (worker.Listen). With Options.Sockets, whose listeners every
+	// worker inherits, it is met when the worker says it listens (package
+	// worker does) or has run for Options.MinUptime.
 	Listening ReadyWhen = "listening"
 	// Started: the process is running.
 	Started ReadyWhen = "started"
@@ -63,6 +63,13 @@ type Options struct {
 	Backoff time.Duration
 	// ReadyWhen says when a new worker is ready; default Listening.
 	ReadyWhen ReadyWhen
+	// MinUptime applies to ReadyWhen=Listening with Sockets: the master
+	// cannot see a program start accepting on a socket it inherited, so a
+	// worker that does not say so (package worker does, with a "listening"
+	// message) counts as listening once it has run this long. A program
+	// that dies at start-up then aborts its reload instead of replacing the
+	// old generation. Default 1s; negative means at once.
+	MinUptime time.Duration
 	// ReadyTimeout is how long a new worker may take to become ready before
 	// it is killed (and a reload that waits for it aborted); default 30s.
 	ReadyTimeout time.Duration
@@ -228,6 +235,9 @@ func withDefaults(o Options) Options {
 	}
 	if o.ReadyWhen == "" {
 		o.ReadyWhen = Listening
+	}
+	if o.MinUptime == 0 {
+		o.MinUptime = time.Second
 	}
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = 30 * time.Second

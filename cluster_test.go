@@ -555,3 +555,58 @@ func TestAbortedReloadKeepsALoneReadyWorker(t *testing.T) {
 		t.Fatalf("slot 0 is served by %v, want the ready new worker pid %d", w, standby.PID)
 	}
 }
+
+// With inherited sockets the master cannot see a worker start listening:
+// a Go worker says so at once; a program that dies at start-up, within
+// MinUptime, aborts its reload instead of replacing the old generation.
+func TestInheritedSocketsReadiness(t *testing.T) {
+	tc := newCluster(t, recluster.Options{
+		Workers:   2,
+		MinUptime: 10 * time.Second,
+		Sockets:   []recluster.Socket{{Name: "http", Address: "127.0.0.1:0"}},
+	})
+	if err := tc.Run(); err != nil {
+		t.Fatal(err)
+	}
+	// Well before MinUptime: the workers said they listen.
+	tc.rec.waitN(t, 2, 5*time.Second, kind(recluster.EventActive))
+	tc.url = "http://" + tc.Addrs()[0].String()
+	before := pids(tc.ActiveWorkers())
+	if r := get(t, tc.url, "/env?name=LISTEN_FDNAMES"); r.body != "" {
+		t.Fatalf("LISTEN_FDNAMES leaked into the worker's environment: %q", r.body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tc.Reload(ctx); err != nil {
+		t.Fatalf("reload with inherited sockets: %v", err)
+	}
+
+	tc.setMode(t, "broken")
+	if err := tc.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "exited with code 1") {
+		t.Fatalf("a reload to a program that dies at start-up: %v", err)
+	}
+	onlyGeneration(t, tc.url, "2")
+	if after := pids(tc.ActiveWorkers()); equalMaps(before, after) || len(after) != 2 {
+		t.Fatalf("active workers %v after the aborted reload (generation 1 was %v)", after, before)
+	}
+}
+
+func TestSilentProgramCountsAsListeningAfterMinUptime(t *testing.T) {
+	rec := newRecorder()
+	c := recluster.New("/bin/sh", recluster.Options{
+		Workers:   1,
+		Args:      []string{"-c", "exec sleep 30"},
+		Sockets:   []recluster.Socket{{Address: "127.0.0.1:0"}},
+		MinUptime: 300 * time.Millisecond,
+		OnEvent:   rec.add,
+	})
+	if err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Terminate(context.Background())
+	spawned := rec.waitN(t, 1, 5*time.Second, kind(recluster.EventSpawned))
+	active := rec.waitN(t, 1, 5*time.Second, kind(recluster.EventActive))
+	if waited := active.Time.Sub(spawned.Time); waited < 300*time.Millisecond {
+		t.Fatalf("a program that never said it listens was active after %v, before MinUptime", waited)
+	}
+}

@@ -292,10 +292,21 @@ func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
 	})
 	s.emit(s.workerEvent(EventSpawned, w))
 	s.log.Debug("recluster: worker spawned", "worker", slot, "pid", pid, "generation", gen)
-	// Inherited sockets are listening from the worker's first instruction.
+	// A worker holds inherited sockets from its first instruction.
 	w.listening = len(names) > 0
-	if s.opts.ReadyWhen == Started || (s.opts.ReadyWhen == Listening && w.listening) {
+	switch {
+	case s.opts.ReadyWhen == Started:
 		s.markReady(w)
+	case s.opts.ReadyWhen == Listening && w.listening && s.opts.MinUptime < 0:
+		s.markReady(w)
+	case s.opts.ReadyWhen == Listening && w.listening:
+		w.settleTimer = time.AfterFunc(s.opts.MinUptime, func() {
+			s.c.post(func(s *supervisor) {
+				if s.alive(w) {
+					s.markReady(w)
+				}
+			})
+		})
 	}
 	return w, nil
 }
@@ -331,6 +342,10 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message) {
 		s.onListen(w, m)
 	case proto.CmdReady:
 		if s.opts.ReadyWhen == Ready {
+			s.markReady(w)
+		}
+	case proto.CmdListening:
+		if s.opts.ReadyWhen == Listening {
 			s.markReady(w)
 		}
 	case proto.CmdDisconnect:
@@ -591,6 +606,9 @@ func (s *supervisor) release(w *Worker) {
 	w.readyTimer.Stop()
 	if w.killTimer != nil {
 		w.killTimer.Stop()
+	}
+	if w.settleTimer != nil {
+		w.settleTimer.Stop()
 	}
 	w.conn.Close()
 	if w.notify != nil {

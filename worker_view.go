@@ -30,6 +30,7 @@ type Worker struct {
 	lastBeat    time.Time
 	readyTimer  *time.Timer
 	killTimer   *time.Timer
+	settleTimer *time.Timer   // MinUptime, for ReadyWhen=Listening with Sockets
 	outputsDone chan struct{} // closed when its output has been copied
 }
 

@@ -269,6 +269,11 @@ func listenInherited(address string) (net.Listener, bool, error) {
 				return nil, true, fmt.Errorf("worker: inherited socket %s: %w", lf.name, err)
 			}
 			ln, err := fileListener(dup, lf.name)
+			if err == nil {
+				// The master cannot see a worker start listening on an
+				// inherited socket: say so (ReadyWhen=listening).
+				send(proto.Message{Cmd: proto.CmdListening, Address: ln.Addr().String()}, "")
+			}
 			return ln, true, err
 		}
 	}

@@ -356,3 +356,25 @@ func freePort(t *testing.T) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// With --listen and the default readiness, a program that says nothing
+// counts as listening only after --min-uptime: a deploy that dies at
+// start-up is aborted and the old workers keep serving.
+func TestDefaultReadinessSurvivesABrokenDeploy(t *testing.T) {
+	script := workerScript(t, "")
+	m := startMaster(t, "-w", "2", "--listen", "127.0.0.1:0", "--min-uptime", "500ms", "--", script)
+	addr := m.httpAddr()
+	before, _ := activeSet(m.status())
+	writeScript(t, script, "sleep 0.1; echo broken >&2; exit 3")
+	_, errOut, code := cli(t, nil, "reload", "--control", m.ctl)
+	if code != 1 || !strings.Contains(errOut, "exited with code 3") {
+		t.Fatalf("reload to a program that dies at start-up: status %d, stderr %q", code, errOut)
+	}
+	st := m.waitAllActive(20 * time.Second)
+	if after, _ := activeSet(st); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a broken deploy replaced workers: before %v, after %v", before, after)
+	}
+	if got := get(t, addr, "/"); !strings.Contains(got, "gen=1") {
+		t.Fatalf("after the aborted reload: answer %q", got)
+	}
+}

@@ -42,6 +42,9 @@ Flags:
                             (default "listen")
       --ready-when MODE     when a new worker counts as ready: listening,
                             started or ready (default listening; see below)
+      --min-uptime DUR      with --listen and --ready-when listening: how long a
+                            worker that does not say it listens must run to
+                            count as listening (default 1s); see below
       --ready-timeout DUR   how long a new worker may take to get ready before
                             it is killed and a reload aborted (default 30s)
       --timeout DUR         how long a worker may drain after it is told to
@@ -99,9 +102,11 @@ which wins over the default.
 
 Readiness (--ready-when), which a reload waits for before it stops the old
 workers:
-  listening  the worker holds its listener: with --listen, as soon as it has
-             started; otherwise once it got a socket from the master through
-             the recluster channel (Go's worker.Listen)
+  listening  the worker listens: it got a socket from the master through the
+             recluster channel, or, with --listen, it said it listens on the
+             socket it inherited (Go's worker.Listen does both) or has run
+             for --min-uptime: a program that dies at start-up aborts its
+             reload instead of replacing the old workers
   started    the process is running: for programs that speak neither sd_notify
              nor the channel
   ready      the worker says so: READY=1 on its NOTIFY_SOCKET (sd_notify) or
@@ -136,6 +141,8 @@ type runConfig struct {
 	logFormat, logLevel, configPath           string
 	timeout, respawn, backoff, readyTimeout   time.Duration
 	timeoutSet, respawnSet, backoffSet, rtSet bool
+	minUptime                                 time.Duration
+	minUptimeSet                              bool
 	prefix, reusePort                         bool
 	metricsAddr, user, group                  string
 	heartbeatTimeout, maxAge                  time.Duration
@@ -177,6 +184,7 @@ func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 		{name: "workers", short: "w", env: "RECLUSTER_WORKERS", value: intValue{&cfg.workers, 1}},
 		{name: "listen", env: "RECLUSTER_LISTEN", value: listValue{&cfg.listen, checkListen}, list: true},
 		{name: "ready-when", env: "RECLUSTER_READY_WHEN", value: stringValue{&cfg.readyWhen, oneOf("listening", "started", "ready")}},
+		{name: "min-uptime", env: "RECLUSTER_MIN_UPTIME", value: durationValue{&cfg.minUptime, &cfg.minUptimeSet, atLeast(0, "want a duration of 0 or more")}},
 		{name: "ready-timeout", env: "RECLUSTER_READY_TIMEOUT", value: durationValue{&cfg.readyTimeout, &cfg.rtSet, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
 		{name: "timeout", env: "RECLUSTER_TIMEOUT", value: durationValue{&cfg.timeout, &cfg.timeoutSet, atLeast(0, "want a duration of 0 or more")}},
 		{name: "respawn", env: "RECLUSTER_RESPAWN", value: durationValue{&cfg.respawn, &cfg.respawnSet, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
@@ -302,6 +310,12 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 	}
 	if cfg.rtSet {
 		o.ReadyTimeout = cfg.readyTimeout
+	}
+	if cfg.minUptimeSet {
+		o.MinUptime = cfg.minUptime
+		if o.MinUptime == 0 {
+			o.MinUptime = -1 // the library's "at once"
+		}
 	}
 	if respawn := cmp.Or(o.Respawn, time.Second); o.Backoff > 0 && o.Backoff < respawn {
 		return "", o, nil, usagef("run: --backoff %v is below --respawn %v; the backoff caps the respawn gap, so make it at least --respawn, or 0 to disable it", o.Backoff, respawn)

@@ -42,6 +42,9 @@ const (
 	// CmdListen from a worker asks for a listening socket; the master's
 	// answer carries the same Cmd and ID, with one fd attached or an Error.
 	CmdListen = "listen"
+	// CmdListening from a worker says it listens on a socket it inherited
+	// (LISTEN_FDS), which the master cannot see (ReadyWhen=listening).
+	CmdListening = "listening"
 	// CmdReady from a worker says it is ready to serve (ReadyWhen=ready).
 	CmdReady = "ready"
 	// CmdDisconnect from the master tells a worker to stop accepting, finish
