@@ -260,6 +260,9 @@ func withDefaults(o Options) Options {
 // the fix. Run calls it; a CLI may call it earlier.
 func (c *Cluster) Validate() error {
 	o := c.opts
+	if o.Workers > MaxWorkers {
+		return fmt.Errorf("recluster: Workers %d is more than the %d a cluster may have", o.Workers, MaxWorkers)
+	}
 	switch o.ReadyWhen {
 	case Listening, Started, Ready:
 	default:
@@ -384,18 +387,48 @@ func (c *Cluster) Terminate(ctx context.Context) error {
 	}
 }
 
+// MaxWorkers bounds the slots of one cluster, so that a typo such as
+// "scale 100000" cannot fork-bomb the host.
+const MaxWorkers = 4096
+
 // Scale changes the number of slots. Growing starts workers in the new
 // slots at once; shrinking tells the workers of the highest slots to
 // disconnect.
 func (c *Cluster) Scale(n int) error {
-	if n < 1 {
-		return fmt.Errorf("recluster: cannot scale to %d workers; the minimum is 1", n)
-	}
-	var err error
-	if !c.call(func(s *supervisor) { err = s.scale(n) }) {
-		return ErrNotRunning
-	}
+	_, err := c.scaleWith(func(int) int { return n })
 	return err
+}
+
+// ScaleBy adds delta slots (or removes them, when negative) and returns the
+// new number of slots. The change is applied to the number in force when
+// the supervisor handles it, so concurrent calls add up.
+func (c *Cluster) ScaleBy(delta int) (int, error) {
+	return c.scaleWith(func(slots int) int {
+		if delta > MaxWorkers || delta < -MaxWorkers {
+			return MaxWorkers + 1 // refused below, without overflow
+		}
+		return slots + delta
+	})
+}
+
+func (c *Cluster) scaleWith(target func(slots int) int) (int, error) {
+	var n int
+	var err error
+	ok := c.call(func(s *supervisor) {
+		n = target(s.slots)
+		switch {
+		case n < 1:
+			err = fmt.Errorf("recluster: cannot scale to %d workers; the minimum is 1 (use stop to end the cluster)", n)
+		case n > MaxWorkers:
+			err = fmt.Errorf("recluster: cannot scale to %d workers; the maximum is %d", n, MaxWorkers)
+		default:
+			err = s.scale(n)
+		}
+	})
+	if !ok {
+		return 0, ErrNotRunning
+	}
+	return n, err
 }
 
 // ActiveWorkers returns, for each slot, the ready worker that serves it; a

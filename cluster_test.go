@@ -610,3 +610,25 @@ func TestSilentProgramCountsAsListeningAfterMinUptime(t *testing.T) {
 		t.Fatalf("a program that never said it listens was active after %v, before MinUptime", waited)
 	}
 }
+
+func TestConcurrentScaleByAddsUp(t *testing.T) {
+	tc := startCluster(t, recluster.Options{Workers: 1})
+	done := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			_, err := tc.ScaleBy(1)
+			done <- err
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := tc.Status(); st.Slots != 5 {
+		t.Fatalf("four concurrent ScaleBy(1) from 1 slot gave %d slots, want 5", st.Slots)
+	}
+	if _, err := tc.ScaleBy(recluster.MaxWorkers); err == nil {
+		t.Fatal("scaling past MaxWorkers did not fail")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 )
 
 // RemoteError is an error the master answered with: the request reached
@@ -29,9 +30,14 @@ func Do(ctx context.Context, path string, req Request, progress func(Response)) 
 		return Response{}, err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
+	// A live master answers at once (a progress line for the long
+	// requests); one that does not is wedged, and waiting without limit
+	// would hang the caller too.
+	firstAnswer := time.Now().Add(FirstAnswerTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(firstAnswer) {
+		firstAnswer = dl
 	}
+	conn.SetDeadline(firstAnswer)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
@@ -46,6 +52,11 @@ func Do(ctx context.Context, path string, req Request, progress func(Response)) 
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	var last Response
 	for sc.Scan() {
+		if dl, ok := ctx.Deadline(); ok {
+			conn.SetDeadline(dl)
+		} else {
+			conn.SetDeadline(time.Time{})
+		}
 		var r Response
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			return Response{}, fmt.Errorf("control socket %s: the master's answer is not valid: %v", path, err)
@@ -69,11 +80,18 @@ func Do(ctx context.Context, path string, req Request, progress func(Response)) 
 	if ctx.Err() != nil {
 		return Response{}, fmt.Errorf("control socket %s: no answer in time: %w", path, ctx.Err())
 	}
+	var ne net.Error
+	if errors.As(sc.Err(), &ne) && ne.Timeout() {
+		return Response{}, fmt.Errorf("control socket %s: the master did not answer within %v; it may be overloaded or stuck", path, FirstAnswerTimeout)
+	}
 	if sc.Err() != nil {
 		return Response{}, fmt.Errorf("control socket %s: reading the answer: %w", path, sc.Err())
 	}
 	return last, ErrClosed
 }
+
+// FirstAnswerTimeout bounds the wait for a master's first answer line.
+const FirstAnswerTimeout = 15 * time.Second
 
 // ErrClosed means the master closed the connection before its final
 // answer, as it does when it exits.

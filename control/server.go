@@ -12,7 +12,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +23,10 @@ import (
 
 // requestTimeout bounds how long a client may take to send its request.
 const requestTimeout = 10 * time.Second
+
+// maxPending bounds the connections that have not sent their request yet,
+// so that idle clients cannot use up the master's descriptors.
+const maxPending = 64
 
 // sampleWindow is how long a status request with Sample measures CPU use.
 const sampleWindow = 200 * time.Millisecond
@@ -52,16 +58,12 @@ func Listen(path string) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("control socket %s: cannot remove the stale socket: %w", path, err)
 		}
 	}
-	// Created with the right mode from the start: the umask covers the
-	// window between bind and chmod.
+	// Created with mode 0600 by the umask, not by a chmod afterwards,
+	// which would follow a symlink swapped in at the path.
 	old := syscall.Umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	syscall.Umask(old)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	return ln, nil
@@ -79,6 +81,8 @@ type Server struct {
 	// Logger receives refused connections and bad requests; default
 	// slog.Default().
 	Logger *slog.Logger
+
+	pending atomic.Int64 // connections that have not sent their request yet
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -99,14 +103,26 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.conns = map[net.Conn]bool{}
 	s.mu.Unlock()
+	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of descriptors, or another passing failure: the control
+			// socket must outlive it, as net/http's servers do.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.logger().Warn("recluster: control socket: accept failed; retrying", "error", err, "in", backoff.String())
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if s.pending.Add(1) > maxPending {
+			s.pending.Add(-1)
+			s.logger().Warn("recluster: control socket: too many connections waiting to send a request; refusing one")
+			conn.Close()
+			continue
 		}
 		s.mu.Lock()
 		if s.closed {
@@ -163,6 +179,12 @@ func (s *Server) logger() *slog.Logger {
 }
 
 func (s *Server) handle(conn net.Conn) {
+	waiting := true // counted in s.pending until its request is in
+	defer func() {
+		if waiting {
+			s.pending.Add(-1)
+		}
+	}()
 	enc := json.NewEncoder(conn)
 	reply := func(r Response) bool {
 		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -180,7 +202,10 @@ func (s *Server) handle(conn net.Conn) {
 	conn.SetReadDeadline(time.Now().Add(requestTimeout))
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 4096), MaxRequest)
-	if !sc.Scan() {
+	scanned := sc.Scan()
+	waiting = false
+	s.pending.Add(-1)
+	if !scanned {
 		if errors.Is(sc.Err(), bufio.ErrTooLong) {
 			fail("request longer than %d bytes", MaxRequest)
 		} else if sc.Err() != nil {
@@ -236,25 +261,23 @@ func (s *Server) reload(req Request, reply func(Response) bool) {
 
 func (s *Server) scale(req Request, reply func(Response) bool) {
 	var n int
+	var err error
 	switch {
 	case req.Workers != nil && req.Delta != nil:
 		reply(Response{Error: "scale: give workers or delta, not both"})
 		return
 	case req.Workers != nil:
-		n = *req.Workers
+		n, err = *req.Workers, s.Cluster.Scale(*req.Workers)
 	case req.Delta != nil:
-		slots := s.Cluster.Status().Slots
-		n = slots + *req.Delta
-		if n < 1 {
-			reply(Response{Error: fmt.Sprintf("scale: cannot remove %d of %d workers; the minimum is 1", -*req.Delta, slots)})
-			return
-		}
+		// Applied by the supervisor to the number in force, so that
+		// concurrent requests add up.
+		n, err = s.Cluster.ScaleBy(*req.Delta)
 	default:
 		reply(Response{Error: "scale: give workers (a number of slots) or delta (slots to add or remove)"})
 		return
 	}
-	if err := s.Cluster.Scale(n); err != nil {
-		reply(Response{Error: err.Error()})
+	if err != nil {
+		reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
 		return
 	}
 	reply(Response{OK: true, Message: fmt.Sprintf("scaled to %d workers", n)})

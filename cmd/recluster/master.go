@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,7 +21,11 @@ type master struct {
 	notify  *sdNotifier
 	stopReq chan struct{}
 
-	readySent bool // touched only by onEvent, which runs on one goroutine
+	// abortedByStop is set when a reload was aborted because of the stop:
+	// the stop was not clean.
+	abortedByStop atomic.Bool
+	// eventsDone is closed once onEvent has seen the last event.
+	eventsDone chan struct{}
 }
 
 // requestStop asks loop to stop the cluster; it never blocks.
@@ -61,25 +66,19 @@ func (m *master) loop(signals <-chan os.Signal) int {
 }
 
 func (m *master) scaleBy(sig os.Signal) {
-	n := m.c.Status().Slots
-	if sig == syscall.SIGTTIN {
-		n++
-	} else {
-		n--
+	delta := 1
+	if sig == syscall.SIGTTOU {
+		delta = -1
 	}
-	if n < 1 {
-		m.log.Warn("recluster: not removing the last worker (TTOU)")
-		return
-	}
-	if err := m.c.Scale(n); err != nil {
-		m.log.Error(err.Error())
+	if _, err := m.c.ScaleBy(delta); err != nil {
+		m.log.Warn("recluster: not scaling on "+sig.String(), "error", err)
 	}
 }
 
 // stop terminates the cluster gracefully; a second TERM or INT kills what
 // is left at once. Stopping in the middle of a reload is not a clean stop.
 func (m *master) stop(signals <-chan os.Signal) int {
-	m.notify.send("STOPPING=1")
+	m.notify.stop()
 	reloading := m.c.Status().Reloading != 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -91,7 +90,13 @@ func (m *master) stop(signals <-chan os.Signal) int {
 	for {
 		select {
 		case <-done:
-			if reloading {
+			// The events of the stop, a reload it aborted among them, are
+			// logged before the exit status is decided.
+			select {
+			case <-m.eventsDone:
+			case <-time.After(2 * time.Second):
+			}
+			if reloading || m.abortedByStop.Load() {
 				return exitFailure
 			}
 			return exitOK
@@ -143,18 +148,22 @@ func (m *master) onEvent(e recluster.Event) {
 
 	switch e.Kind {
 	case recluster.EventActive:
-		if !m.readySent && m.allActive() {
-			m.readySent = true
-			m.notify.send(fmt.Sprintf("READY=1\nSTATUS=%d workers active (generation %d)\nMAINPID=%d", m.c.Status().Slots, e.Generation, os.Getpid()))
+		if m.allActive() {
+			m.notify.started(fmt.Sprintf("READY=1\nSTATUS=%d workers active (generation %d)\nMAINPID=%d", m.c.Status().Slots, e.Generation, os.Getpid()))
 		}
 	case recluster.EventReloadStarted:
-		m.notify.send(fmt.Sprintf("RELOADING=1\nSTATUS=reloading to generation %d\nMONOTONIC_USEC=%d", e.Generation, monotonicUsec()))
+		m.notify.update(fmt.Sprintf("RELOADING=1\nSTATUS=reloading to generation %d\nMONOTONIC_USEC=%d", e.Generation, monotonicUsec()))
 	case recluster.EventReloadCommitted:
-		m.notify.send(fmt.Sprintf("READY=1\nSTATUS=generation %d active", e.Generation))
+		m.notify.update(fmt.Sprintf("READY=1\nSTATUS=generation %d active", e.Generation))
 	case recluster.EventReloadAborted:
-		if e.Reason != "superseded" {
-			m.notify.send(fmt.Sprintf("READY=1\nSTATUS=reload to generation %d aborted", e.Generation))
+		if m.notify.isStopping() {
+			m.abortedByStop.Store(true)
 		}
+		if e.Reason != "superseded" {
+			m.notify.update(fmt.Sprintf("READY=1\nSTATUS=reload to generation %d aborted", e.Generation))
+		}
+	case recluster.EventStopped:
+		close(m.eventsDone)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -383,7 +384,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		opts.Sockets = append(opts.Sockets, s.sock)
 	}
 
-	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1)}
+	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1), eventsDone: make(chan struct{})}
 	opts.OnEvent = m.onEvent
 	var mx *metrics.Metrics
 	if cfg.metricsAddr != "" {
@@ -426,7 +427,11 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
-	go srv.Serve(ln)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, net.ErrClosed) {
+			log.Error("recluster: the control socket stopped serving", "error", err)
+		}
+	}()
 	log.Info("recluster: master running", "pid", os.Getpid(), "control", cfg.controlPath)
 
 	code := m.loop(signals)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"sync"
+
 	"github.com/coreos/go-systemd/v22/daemon"
 )
 
@@ -8,11 +10,61 @@ import (
 // NOTIFY_SOCKET that systemd gave it. The variable stays in the master's
 // environment (go-systemd reads it there); workers never inherit it, as
 // the library replaces it with a NOTIFY_SOCKET of their own.
-type sdNotifier struct{ log func(msg string, args ...any) }
+//
+// It keeps the order systemd expects whatever goroutine reports what:
+// nothing before the first READY=1 but that READY=1, and nothing after
+// STOPPING=1.
+type sdNotifier struct {
+	log func(msg string, args ...any)
+
+	mu       sync.Mutex
+	ready    bool // the first READY=1 was sent
+	stopping bool // STOPPING=1 was sent
+}
 
 // send delivers state ("READY=1", ...) if the master runs under systemd.
 func (n *sdNotifier) send(state string) {
 	if _, err := daemon.SdNotify(false, state); err != nil && n.log != nil {
 		n.log("recluster: sd_notify failed", "error", err)
 	}
+}
+
+// started sends the first READY=1, once.
+func (n *sdNotifier) started(state string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ready || n.stopping {
+		return
+	}
+	n.ready = true
+	n.send(state)
+}
+
+// update sends RELOADING=1 or a READY=1 that ends a reload: only between
+// the first READY=1 and STOPPING=1.
+func (n *sdNotifier) update(state string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.ready || n.stopping {
+		return
+	}
+	n.send(state)
+}
+
+// stop sends STOPPING=1, once.
+func (n *sdNotifier) stop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopping {
+		return
+	}
+	n.stopping = true
+	n.send("STOPPING=1")
+}
+
+// isStopping reports whether STOPPING=1 was sent.
+func (n *sdNotifier) isStopping() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stopping
 }
