@@ -76,6 +76,7 @@ type supervisor struct {
 	runtimeDir       string // holds the notify sockets
 	notifySeq        int
 	credential       *syscall.Credential // whom the workers run as; nil: as the master
+	startFailed      bool                // Run failed: no cluster ever ran
 	sweepTimer       *time.Timer         // heartbeat, age and memory checks
 }
 
@@ -137,6 +138,7 @@ func (s *supervisor) run() error {
 			syscall.Wait4(pid, &ws, 0, nil)
 			s.release(w)
 		}
+		s.startFailed = true
 		s.stop()
 		return err
 	}
@@ -900,7 +902,9 @@ func (s *supervisor) stop() {
 	if s.runtimeDir != "" {
 		os.RemoveAll(s.runtimeDir)
 	}
-	s.emit(s.clusterEvent(EventStopped, s.gen))
+	if !s.startFailed { // Run's error says it all
+		s.emit(s.clusterEvent(EventStopped, s.gen))
+	}
 	s.events.close()
 	for _, ch := range s.terminateWaiters {
 		ch <- nil

@@ -114,7 +114,7 @@ func dial(ctx context.Context, path string) (net.Conn, error) {
 	}
 	// The other direction of the uid check: do not hand requests (or
 	// trust answers) to a socket someone else put at a predictable path.
-	if uid, _, err := peerUID(conn); err == nil && !allowedUID(uid) {
+	if uid, _, err := peerUID(conn); err == nil && !allowedUID(uid) && !rootMayTrust(path, uid) {
 		conn.Close()
 		return nil, fmt.Errorf("control socket %s is served by uid %d, not by your user (uid %d) or root; refusing to use it", path, uid, os.Geteuid())
 	}

@@ -38,6 +38,9 @@ func Listen(path string) (*net.UnixListener, error) {
 	if path == "" {
 		return nil, errors.New("control socket: empty path")
 	}
+	if len(path) > 107 {
+		return nil, fmt.Errorf("control socket path %q is longer than the 107 bytes a Unix socket address holds; choose a shorter --control", path)
+	}
 	if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("control socket %s: directory %s does not exist", path, filepath.Dir(path))
 	}
@@ -246,6 +249,10 @@ func (s *Server) handle(conn net.Conn) {
 func (s *Server) reload(req Request, reply func(Response) bool) {
 	c := s.Cluster
 	if !req.Wait {
+		if st := c.Status(); st.Phase != "running" {
+			reply(Response{Error: fmt.Sprintf("cannot reload: the cluster is %s", st.Phase)})
+			return
+		}
 		go c.Reload(context.Background()) // the command's OnEvent logs the outcome
 		reply(Response{OK: true, Message: "reload started"})
 		return

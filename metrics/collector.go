@@ -25,7 +25,7 @@ var (
 	descReadySlots = prometheus.NewDesc("recluster_ready_slots",
 		"Slots that have an active (ready) worker; /readyz is 200 when it equals recluster_slots.", nil, nil)
 	descGeneration = prometheus.NewDesc("recluster_generation",
-		"The active generation: 1 at start, one more for each reload that started.", nil, nil)
+		"The active generation: 1 at start, then the generation of the last committed reload (aborted and superseded reloads use numbers too).", nil, nil)
 	descReloading = prometheus.NewDesc("recluster_reload_in_progress",
 		"1 while a reload is starting a new generation, else 0.", nil, nil)
 	descWorkers = prometheus.NewDesc("recluster_workers",

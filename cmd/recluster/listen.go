@@ -31,7 +31,14 @@ func parseListen(v string) (listenSpec, error) {
 	}
 	network := "tcp"
 	for _, p := range []string{"unix", "tcp4", "tcp6", "tcp"} {
-		if rest, ok := strings.CutPrefix(addr, p+":"); ok && (p == "unix" || strings.Contains(rest, ":")) {
+		rest, ok := strings.CutPrefix(addr, p+":")
+		if !ok {
+			continue
+		}
+		if _, err := strconv.Atoi(rest); err == nil && p != "unix" {
+			rest = ":" + rest // tcp:8080 is every interface, port 8080
+		}
+		if p == "unix" || strings.Contains(rest, ":") {
 			network, addr = p, rest
 			break
 		}
@@ -52,9 +59,12 @@ func parseListen(v string) (listenSpec, error) {
 	if _, err := strconv.Atoi(addr); err == nil {
 		return spec, fmt.Errorf("%q is not an address; did you mean :%s (every interface) or 127.0.0.1:%s?", v, addr, addr)
 	}
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return spec, fmt.Errorf("%q is not an address: want HOST:PORT, :PORT or unix:PATH", v)
+	}
+	if strings.Trim(host, "0123456789.") == "" && host != "" && net.ParseIP(host) == nil {
+		return spec, fmt.Errorf("%q: %s is not an IPv4 address", v, host)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return spec, fmt.Errorf("%q: port %q is not a number from 0 to 65535", v, port)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -346,7 +347,7 @@ func (v sizeValue) Set(s string) error {
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || n > math.MaxInt64/unit {
 		return errors.New("want a size in bytes, or with K, M or G, such as 512M")
 	}
 	*v.n = n * unit
