@@ -195,6 +195,10 @@ func (m *master) beat(every time.Duration) {
 	}
 }
 
+// listenTimeout bounds the wait for the master's answer to a listen
+// request; a live master answers in microseconds.
+const listenTimeout = 30 * time.Second
+
 func (m *master) listen(network, address string) (net.Listener, error) {
 	reply := make(chan listenReply, 1)
 	m.mu.Lock()
@@ -212,7 +216,15 @@ func (m *master) listen(network, address string) (net.Listener, error) {
 		m.mu.Unlock()
 		return nil, fmt.Errorf("worker: asking the master for %s %s: %w", network, address, err)
 	}
-	r := <-reply
+	var r listenReply
+	select {
+	case r = <-reply:
+	case <-time.After(listenTimeout):
+		m.mu.Lock()
+		delete(m.waiting, id)
+		m.mu.Unlock()
+		return nil, fmt.Errorf("worker: the master did not answer the listen request for %s %s within %v", network, address, listenTimeout)
+	}
 	if r.msg.Error != "" {
 		return nil, fmt.Errorf("worker: the master could not listen: %s", r.msg.Error)
 	}
