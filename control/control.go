@@ -10,7 +10,9 @@
 package control
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -85,11 +87,34 @@ func (w WorkerStatus) Uptime() time.Duration { return time.Since(w.Started) }
 
 // DefaultPath returns the control socket path used when none is given:
 // $XDG_RUNTIME_DIR/recluster.sock when XDG_RUNTIME_DIR is set, otherwise
-// recluster-UID.sock in the system's temporary directory. Two clusters of
-// one user on one host need paths of their own (--control).
+// control.sock in a directory of the user's own, recluster-UID in the
+// system's temporary directory (mode 0700, made by the master), so that no
+// other user can take the path first. Two clusters of one user on one host
+// need paths of their own (--control).
 func DefaultPath() string {
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
 		return filepath.Join(dir, "recluster.sock")
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("recluster-%d.sock", os.Getuid()))
+	return filepath.Join(privateDir(), "control.sock")
+}
+
+func privateDir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("recluster-%d", os.Getuid()))
+}
+
+// makePrivateDir creates the default socket's directory, or checks that
+// the one there is this user's alone.
+func makePrivateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("control socket directory %s: %w", dir, err)
+	}
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("control socket directory %s: %w", dir, err)
+	}
+	owner, ok := fileOwner(st)
+	if !st.IsDir() || !ok || owner != os.Geteuid() || st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("control socket directory %s is not private: it must be a directory owned by uid %d with mode 0700; remove it, or give the socket another path with --control", dir, os.Geteuid())
+	}
+	return nil
 }

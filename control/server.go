@@ -41,6 +41,11 @@ func Listen(path string) (*net.UnixListener, error) {
 	if len(path) > 107 {
 		return nil, fmt.Errorf("control socket path %q is longer than the 107 bytes a Unix socket address holds; choose a shorter --control", path)
 	}
+	if filepath.Dir(path) == privateDir() {
+		if err := makePrivateDir(privateDir()); err != nil {
+			return nil, err
+		}
+	}
 	if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("control socket %s: directory %s does not exist", path, filepath.Dir(path))
 	}

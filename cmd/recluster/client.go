@@ -19,7 +19,7 @@ import (
 
 const controlFlagHelp = `  --control PATH  the master's control socket (default: $RECLUSTER_CONTROL,
                   else $XDG_RUNTIME_DIR/recluster.sock, else
-                  recluster-UID.sock in $TMPDIR or /tmp)
+                  recluster-UID/control.sock in $TMPDIR or /tmp)
   -h, --help      show this help
 `
 

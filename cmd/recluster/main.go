@@ -53,8 +53,9 @@ Commands:
 
 reload, status, scale and stop talk to a running master through its control
 socket; give it with --control PATH or RECLUSTER_CONTROL. The default is
-$XDG_RUNTIME_DIR/recluster.sock, or recluster-UID.sock in $TMPDIR (/tmp)
-when XDG_RUNTIME_DIR is not set. Two clusters on one host need two paths.
+$XDG_RUNTIME_DIR/recluster.sock, or recluster-UID/control.sock in $TMPDIR
+(/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
+paths.
 
 Exit status: 0 on success, 1 when the operation failed, 2 for a usage error.
 
