@@ -192,3 +192,23 @@ func TestScaleReloadStop(t *testing.T) {
 		t.Fatal("the cluster did not stop")
 	}
 }
+
+func TestDefaultPathIsInAPrivateDirectory(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("TMPDIR", t.TempDir())
+	path := DefaultPath()
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	st, err := os.Stat(filepath.Dir(path))
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("the default socket's directory: %v, %v", st, err)
+	}
+	// A directory that others may enter is refused, not used.
+	os.Chmod(filepath.Dir(path), 0o755)
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "not private") {
+		t.Fatalf("Listen in a directory that is not private: %v", err)
+	}
+}
