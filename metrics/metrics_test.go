@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/recluster-go/recluster"
-	"github.com/recluster-go/recluster/control"
+	"github.com/recluster-go/recluster/internal/control"
 	"github.com/recluster-go/recluster/internal/testbin"
 	"github.com/recluster-go/recluster/metrics"
 )

@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/recluster-go/recluster/control"
+	"github.com/recluster-go/recluster/internal/control"
 )
 
 // MasterConfig describes a `recluster run` master.

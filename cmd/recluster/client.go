@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/recluster-go/recluster/control"
+	"github.com/recluster-go/recluster/internal/control"
 )
 
 const controlFlagHelp = `  --control PATH  the master's control socket (default: $RECLUSTER_CONTROL,

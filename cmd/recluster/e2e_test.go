@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/recluster-go/recluster/control"
+	"github.com/recluster-go/recluster/internal/control"
 )
 
 // A program written for systemd gets its socket through go-systemd's

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/recluster-go/recluster/control"
+	"github.com/recluster-go/recluster/internal/control"
 )
 
 // Binaries built once by TestMain.

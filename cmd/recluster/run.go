@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster"
-	"github.com/recluster-go/recluster/control"
+	"github.com/recluster-go/recluster/internal/control"
 	"github.com/recluster-go/recluster/metrics"
 )
 
