@@ -72,6 +72,8 @@ type supervisor struct {
 	sockets  *socketRegistry
 	events   *eventQueue
 
+	restartOps map[int]*restartOp // slot -> its restart in progress (restart.go)
+
 	terminateWaiters []chan error
 	runtimeDir       string // holds the notify sockets
 	notifySeq        int
@@ -113,6 +115,7 @@ func (s *supervisor) loop() {
 
 func (s *supervisor) emit(e Event) {
 	e.Time = time.Now()
+	s.observeRestart(e)
 	if !s.events.push(e) && s.events.dropped == 1 {
 		s.log.Warn("recluster: the OnEvent handler is too slow; events are being dropped")
 	}
@@ -388,7 +391,7 @@ func (s *supervisor) onListen(w *Worker, m proto.Message) {
 	sock, err := s.sockets.get(network, m.Address, w.slot)
 	if err != nil {
 		w.conn.Send(proto.Message{Cmd: proto.CmdListen, ID: m.ID, Error: err.Error()}, -1)
-		s.log.Error("recluster: "+err.Error(), "worker", w.slot, "pid", w.pid)
+		s.log.Error("recluster: "+err.Error(), "event", string(EventListenFailed), "worker", w.slot, "pid", w.pid)
 		e := s.workerEvent(EventListenFailed, w)
 		e.Err = err
 		s.emit(e)
@@ -566,7 +569,7 @@ func (s *supervisor) kill(w *Worker, reason string) {
 	e := s.workerEvent(EventKilled, w)
 	e.Reason = reason
 	s.emit(e)
-	s.log.Warn("recluster: worker killed", "worker", w.slot, "pid", w.pid, "reason", reason)
+	s.log.Warn("recluster: worker killed", "event", string(EventKilled), "worker", w.slot, "pid", w.pid, "reason", reason)
 }
 
 func (s *supervisor) killAll(reason string) {
@@ -631,8 +634,8 @@ func (s *supervisor) exited(w *Worker, ws syscall.WaitStatus) {
 	}
 	s.emit(e)
 	expected := w.state == stateDraining
-	if !expected {
-		s.log.Warn("recluster: worker "+describeExit(ws), "worker", w.slot, "pid", w.pid, "generation", w.gen, "state", w.state.String())
+	if !expected && !w.killed { // a kill has its line already, with the reason
+		s.log.Warn("recluster: worker "+describeExit(ws), "event", string(EventExited), "worker", w.slot, "pid", w.pid, "generation", w.gen, "state", w.state.String())
 	}
 	// A worker of an unfinished reload says nothing about its slot's health:
 	// the active generation still serves it.
@@ -815,7 +818,7 @@ func (s *supervisor) abortReload(err error, result string) {
 	if result == "superseded" {
 		s.log.Info("recluster: reload superseded by a newer one", "generation", r.gen)
 	} else {
-		s.log.Error(err.Error(), "generation", r.gen)
+		s.log.Error(err.Error(), "event", string(EventReloadAborted), "generation", r.gen)
 	}
 	for _, ch := range r.waiters {
 		ch <- err

@@ -4,6 +4,7 @@
 //
 //	recluster run [FLAGS] -- PROGRAM [ARGS...]
 //	recluster reload [--no-wait]
+//	recluster restart SLOT...
 //	recluster status [--json]
 //	recluster scale N|+N|-N
 //	recluster stop
@@ -44,6 +45,8 @@ Commands:
   run [FLAGS] -- PROGRAM [ARGS...]  start a master and its workers
   reload [--no-wait]                start a new generation of workers and wait
                                     until it serves (or the reload fails)
+  restart SLOT...                   replace the workers of some slots, one at
+                                    a time, each once its successor is ready
   status [--json]                   show each worker's slot, pid, generation,
                                     state, uptime, restarts, memory and CPU
   scale N|+N|-N                     set the number of workers, or add or
@@ -51,7 +54,7 @@ Commands:
   stop                              stop the workers gracefully, then the master
   help [COMMAND]                    show the help of a command
 
-reload, status, scale and stop talk to a running master through its control
+reload, restart, status, scale and stop talk to a running master through its control
 socket; give it with --control PATH or RECLUSTER_CONTROL. The default is
 $XDG_RUNTIME_DIR/recluster.sock, or recluster-UID/control.sock in $TMPDIR
 (/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
@@ -85,6 +88,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = runCommand(rest, stdout, stderr)
 	case "reload":
 		err = reloadCommand(rest, stdout, stderr)
+	case "restart":
+		err = restartCommand(rest, stdout, stderr)
 	case "status":
 		err = statusCommand(rest, stdout)
 	case "scale":
@@ -97,7 +102,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		if strings.HasPrefix(cmd, "-") {
 			err = usagef("%s is not a command; flags come after the command, as in recluster run %s ... (see recluster --help)", cmd, cmd)
 		} else {
-			err = usagef("unknown command %q; the commands are run, reload, status, scale, stop and help (see recluster --help)", cmd)
+			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop and help (see recluster --help)", cmd)
 		}
 	}
 	return report(err, stderr)
@@ -138,11 +143,12 @@ func (e exitError) Unwrap() error { return e.err }
 var errHelpShown = errors.New("help shown")
 
 var commandUsage = map[string]string{
-	"run":    runUsage,
-	"reload": reloadUsage,
-	"status": statusUsage,
-	"scale":  scaleUsage,
-	"stop":   stopUsage,
+	"run":     runUsage,
+	"reload":  reloadUsage,
+	"restart": restartUsage,
+	"status":  statusUsage,
+	"scale":   scaleUsage,
+	"stop":    stopUsage,
 }
 
 func helpCommand(args []string, stdout io.Writer) error {
@@ -159,7 +165,7 @@ func helpCommand(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, mainUsage)
 			return nil
 		}
-		return usagef("no help for %q: it is not a command; the commands are run, reload, status, scale and stop", args[0])
+		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale and stop", args[0])
 	}
 	return usagef("help takes one command name, not %d words", len(args))
 }

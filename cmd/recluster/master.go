@@ -144,7 +144,7 @@ func (m *master) onEvent(e recluster.Event) {
 	if e.Message != "" {
 		attrs = append(attrs, "message", e.Message)
 	}
-	m.log.Info("recluster: "+string(e.Kind), attrs...)
+	m.log.Log(context.Background(), eventLevel(e), "recluster: "+string(e.Kind), attrs...)
 
 	switch e.Kind {
 	case recluster.EventActive:
@@ -165,6 +165,28 @@ func (m *master) onEvent(e recluster.Event) {
 	case recluster.EventStopped:
 		close(m.eventsDone)
 	}
+}
+
+// eventLevel is how much an event matters to an operator: what went wrong
+// is a warning or an error, the rest is information.
+func eventLevel(e recluster.Event) slog.Level {
+	switch e.Kind {
+	case recluster.EventKilled:
+		return slog.LevelWarn
+	case recluster.EventListenFailed:
+		return slog.LevelError
+	case recluster.EventReloadAborted:
+		if e.Reason != "superseded" {
+			return slog.LevelError
+		}
+	case recluster.EventExited:
+		// A SIGKILL is ours (its kill line warned already) or the OOM
+		// killer's; any other signal or a non-zero code is a crash.
+		if (e.Signal != 0 && e.Signal != syscall.SIGKILL) || (e.Signal == 0 && e.ExitCode != 0) {
+			return slog.LevelWarn
+		}
+	}
+	return slog.LevelInfo
 }
 
 // allActive reports whether every slot has an active worker.

@@ -341,14 +341,38 @@ func newLogger(cfg *runConfig, stderr io.Writer) *slog.Logger {
 // libraryLogger is the log of the library itself. Every lifecycle event
 // already has a line of its own (master.onEvent), so the library's
 // informational lines would say everything twice: below debug level only
-// its warnings and errors are kept.
+// its warnings and errors are kept, less those that repeat an event (they
+// carry an "event" attribute), so that one event makes one line.
 func libraryLogger(cfg *runConfig, stderr io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.logLevel))
 	if level > slog.LevelDebug {
 		level = max(level, slog.LevelWarn)
 	}
-	return newLoggerAt(cfg, stderr, level)
+	return slog.New(withoutEventLines{newLoggerAt(cfg, stderr, level).Handler()})
+}
+
+// withoutEventLines drops the records that repeat a lifecycle event.
+type withoutEventLines struct{ slog.Handler }
+
+func (h withoutEventLines) Handle(ctx context.Context, r slog.Record) error {
+	repeat := false
+	r.Attrs(func(a slog.Attr) bool {
+		repeat = a.Key == "event"
+		return !repeat
+	})
+	if repeat {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h withoutEventLines) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return withoutEventLines{h.Handler.WithAttrs(attrs)}
+}
+
+func (h withoutEventLines) WithGroup(name string) slog.Handler {
+	return withoutEventLines{h.Handler.WithGroup(name)}
 }
 
 func newLoggerAt(cfg *runConfig, stderr io.Writer, level slog.Level) *slog.Logger {

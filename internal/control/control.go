@@ -6,7 +6,8 @@
 // answers with zero or more progress lines (Response.Progress set) and then
 // one final line (Response.OK, or Response.Error), and closes the
 // connection. The server runs in the master (recluster run); the client is
-// used by the recluster subcommands reload, status, scale and stop.
+// used by the recluster subcommands reload, restart, status, scale, stop
+// and top.
 package control
 
 import (
@@ -29,6 +30,10 @@ const (
 	CmdReload = "reload"
 	// CmdScale sets the number of slots (Workers) or changes it (Delta).
 	CmdScale = "scale"
+	// CmdRestart replaces the workers of Request.Slots, one slot at a time,
+	// each ready-gated (Cluster.Restart); the final answer comes once every
+	// slot is done, or at the first that failed.
+	CmdRestart = "restart"
 	// CmdStop stops the cluster gracefully; the final answer comes once
 	// every worker has exited.
 	CmdStop = "stop"
@@ -47,6 +52,8 @@ type Request struct {
 	Workers *int `json:"workers,omitempty"`
 	// Delta (scale): slots to add (positive) or remove (negative).
 	Delta *int `json:"delta,omitempty"`
+	// Slots (restart): the slots whose workers to replace, in order.
+	Slots []int `json:"slots,omitempty"`
 	// Sample (status): measure each worker's CPU use over a short window
 	// (about 200ms) instead of leaving CPUPercent zero.
 	Sample bool `json:"sample,omitempty"`

@@ -242,12 +242,14 @@ func (s *Server) handle(conn net.Conn) {
 		s.reload(req, reply)
 	case CmdScale:
 		s.scale(req, reply)
+	case CmdRestart:
+		s.restart(req, reply)
 	case CmdStop:
 		s.stop(conn, reply)
 	case "":
-		fail("malformed request: no cmd; use one of status, reload, scale, stop")
+		fail("malformed request: no cmd; use one of status, reload, restart, scale, stop")
 	default:
-		fail("unknown command %q; use one of status, reload, scale, stop", req.Cmd)
+		fail("unknown command %q; use one of status, reload, restart, scale, stop", req.Cmd)
 	}
 }
 
@@ -293,6 +295,27 @@ func (s *Server) scale(req Request, reply func(Response) bool) {
 		return
 	}
 	reply(Response{OK: true, Message: fmt.Sprintf("scaled to %d workers", n)})
+}
+
+// restart replaces the slots one at a time, so that at most one slot is
+// ever served by a worker that is still warming up.
+func (s *Server) restart(req Request, reply func(Response) bool) {
+	if len(req.Slots) == 0 {
+		reply(Response{Error: "restart: give the slots to restart, such as [1]"})
+		return
+	}
+	for _, slot := range req.Slots {
+		old := s.Cluster.ActiveWorkers()[slot]
+		reply(Response{Progress: fmt.Sprintf("restarting slot %d", slot)})
+		if err := s.Cluster.Restart(context.Background(), slot); err != nil {
+			reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
+			return
+		}
+		if w := s.Cluster.ActiveWorkers()[slot]; w != nil && old != nil {
+			reply(Response{Progress: fmt.Sprintf("slot %d: pid %d replaced by pid %d", slot, old.PID(), w.PID())})
+		}
+	}
+	reply(Response{OK: true, Message: fmt.Sprintf("restart finished: slots %v have new workers", req.Slots)})
 }
 
 func (s *Server) stop(conn net.Conn, reply func(Response) bool) {

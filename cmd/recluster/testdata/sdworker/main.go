@@ -3,7 +3,8 @@
 // readiness with daemon.SdNotify, as a program written for systemd does.
 //
 // Environment: SDWORKER_NOTIFY=1 sends READY=1 once serving (after
-// SDWORKER_READY_DELAY); SDWORKER_EXIT=N exits with status N at once.
+// SDWORKER_READY_DELAY); SDWORKER_EXIT=N exits with status N at once;
+// SDWORKER_DRAIN=D stops accepting on SIGTERM and waits D before Shutdown.
 //
 // GET / answers "pid=PID slot=SLOT gen=GEN"; GET /env runs env(1) in a
 // child process and returns its output; GET /info returns what the worker
@@ -65,6 +66,14 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
+	if d, err := time.ParseDuration(os.Getenv("SDWORKER_DRAIN")); err == nil {
+		// Stop accepting first and let the connections accepted meanwhile
+		// be tracked, so that Shutdown waits for them too.
+		for _, ln := range listeners {
+			ln.Close()
+		}
+		time.Sleep(d)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(ctx)
