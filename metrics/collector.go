@@ -36,13 +36,20 @@ var (
 		"Number of slots in a crash loop (see recluster_slot_failing).", nil, nil)
 	descUptime = prometheus.NewDesc("recluster_uptime_seconds",
 		"Seconds since the master process started.", nil, nil)
-	workerLabels = []string{"slot", "pid", "generation"}
-	descRSS      = prometheus.NewDesc("recluster_worker_resident_memory_bytes",
-		"Resident set size of a live worker process, read from /proc (Linux only).", workerLabels, nil)
+	// Per-worker series are labelled by slot (and state), never by pid or
+	// generation, whose values grow with every reload: a cluster of N slots
+	// has a fixed set of series however often it reloads. Pid and
+	// generation are values of their own series instead.
+	descRSS = prometheus.NewDesc("recluster_worker_resident_memory_bytes",
+		"Resident set size of the slot's live worker processes in each state (a slot has a second worker while it is being replaced), read from /proc (Linux only, else 0).", []string{"slot", "state"}, nil)
 	descCPU = prometheus.NewDesc("recluster_worker_cpu_seconds_total",
-		"User and system CPU time of a live worker process, read from /proc (Linux only).", workerLabels, nil)
+		"User and system CPU time of the slot's active worker, read from /proc (Linux only); it starts again from near 0 when the slot gets a new worker, which rate() treats as a counter reset.", []string{"slot"}, nil)
 	descStarted = prometheus.NewDesc("recluster_worker_start_time_seconds",
-		"When a live worker process was spawned, in seconds since the Unix epoch.", workerLabels, nil)
+		"When the slot's active worker was spawned, in seconds since the Unix epoch.", []string{"slot"}, nil)
+	descWorkerGen = prometheus.NewDesc("recluster_worker_generation",
+		"The generation of the slot's active worker.", []string{"slot"}, nil)
+	descWorkerPID = prometheus.NewDesc("recluster_worker_pid",
+		"The process id of the slot's active worker.", []string{"slot"}, nil)
 )
 
 // clusterCollector reads the cluster's status at scrape time.
@@ -51,7 +58,8 @@ type clusterCollector struct{ m *Metrics }
 // Describe implements prometheus.Collector.
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descPhase, descSlots, descReadySlots, descGeneration,
-		descReloading, descWorkers, descFailing, descFailingCount, descUptime, descRSS, descCPU, descStarted} {
+		descReloading, descWorkers, descFailing, descFailingCount, descUptime, descRSS, descCPU, descStarted,
+		descWorkerGen, descWorkerPID} {
 		ch <- d
 	}
 }
@@ -94,14 +102,31 @@ func (cc clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descFailingCount, float64(len(st.FailingSlots)))
 
+	rss := make([]map[string]int64, st.Slots)
+	for slot := range rss {
+		rss[slot] = map[string]int64{}
+	}
 	for _, w := range st.Workers {
-		labels := []string{strconv.Itoa(w.Slot), strconv.Itoa(w.PID), strconv.Itoa(w.Generation)}
-		gauge(descStarted, float64(w.Started.UnixNano())/1e9, labels...)
-		// The library reads these from /proc (Linux); 0 means it could
-		// not, as a live process always has resident pages.
+		if w.Slot < 0 || w.Slot >= st.Slots {
+			continue // scaled away, draining: counted in recluster_workers
+		}
+		rss[w.Slot][w.State] += w.RSSBytes
+		if w.State != "active" {
+			continue
+		}
+		slot := strconv.Itoa(w.Slot)
+		gauge(descStarted, float64(w.Started.UnixNano())/1e9, slot)
+		gauge(descWorkerGen, float64(w.Generation), slot)
+		gauge(descWorkerPID, float64(w.PID), slot)
+		// The library reads CPU time from /proc (Linux); an RSS of 0 means
+		// it could not, as a live process always has resident pages.
 		if w.RSSBytes > 0 {
-			gauge(descRSS, float64(w.RSSBytes), labels...)
-			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, w.CPUSeconds, labels...)
+			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, w.CPUSeconds, slot)
+		}
+	}
+	for slot, byState := range rss {
+		for _, state := range workerStates {
+			gauge(descRSS, float64(byState[state]), strconv.Itoa(slot), state)
 		}
 	}
 }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -267,14 +269,20 @@ func TestGaugesAndEndpoints(t *testing.T) {
 		t.Errorf("/status: %+v", st)
 	}
 	for _, w := range st.Workers {
-		labels := []string{"slot", strconv.Itoa(w.Slot), "pid", strconv.Itoa(w.PID), "generation", "1"}
+		labels := []string{"slot", strconv.Itoa(w.Slot)}
 		if v := mustSample(t, fams, "recluster_worker_start_time_seconds", labels...); v < float64(w.Started.Unix()) || v > float64(w.Started.Unix()+1) {
 			t.Errorf("recluster_worker_start_time_seconds%v = %v, want %v", labels, v, w.Started.Unix())
+		}
+		if v := mustSample(t, fams, "recluster_worker_pid", labels...); v != float64(w.PID) {
+			t.Errorf("recluster_worker_pid%v = %v, want %d", labels, v, w.PID)
+		}
+		if v := mustSample(t, fams, "recluster_worker_generation", labels...); v != 1 {
+			t.Errorf("recluster_worker_generation%v = %v, want 1", labels, v)
 		}
 		if runtime.GOOS != "linux" {
 			continue
 		}
-		if v := mustSample(t, fams, "recluster_worker_resident_memory_bytes", labels...); v < 1<<20 {
+		if v := mustSample(t, fams, "recluster_worker_resident_memory_bytes", append(labels, "state", "active")...); v < 1<<20 {
 			t.Errorf("recluster_worker_resident_memory_bytes%v = %v, want at least 1 MiB", labels, v)
 		}
 		if v := mustSample(t, fams, "recluster_worker_cpu_seconds_total", labels...); v < 0 {
@@ -549,4 +557,64 @@ func TestObserveCauses(t *testing.T) {
 	if sum := byName["recluster_reload_duration_seconds"].GetMetric()[0].GetHistogram().GetSampleSum(); sum != 1.5 {
 		t.Errorf("recluster_reload_duration_seconds sum = %v, want 1.5", sum)
 	}
+}
+
+// seriesOf returns the identities (name and labels) of the recluster_*
+// series of a scrape: what a Prometheus server stores a series for.
+func seriesOf(fams map[string]*dto.MetricFamily) map[string]bool {
+	ids := map[string]bool{}
+	for name, fam := range fams {
+		if !strings.HasPrefix(name, "recluster_") {
+			continue
+		}
+		for _, m := range fam.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			sort.Strings(labels)
+			ids[name+"{"+strings.Join(labels, ",")+"}"] = true
+		}
+	}
+	return ids
+}
+
+// Reloads must not grow the number of series a Prometheus server keeps:
+// no label takes a value per process or per generation. Every series seen
+// in scrapes during and after 50 reloads must already be in the first.
+func TestReloadsKeepTheSeriesCountFlat(t *testing.T) {
+	f := start(t, 2)
+	first := seriesOf(scrape(t, f.base))
+	seen := maps.Clone(first)
+	const reloads = 50
+	for i := 1; i <= reloads; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := f.c.Reload(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		// Right after the commit, the old generation is still draining.
+		maps.Copy(seen, seriesOf(scrape(t, f.base)))
+	}
+	waitFor(t, 20*time.Second, "the last old generation to exit", func() (bool, string) {
+		st := f.c.Status()
+		return len(st.Workers) == st.Slots, fmt.Sprintf("%d workers", len(st.Workers))
+	})
+	last := seriesOf(scrape(t, f.base))
+	maps.Copy(seen, last)
+	if len(seen) != len(first) || len(last) != len(first) {
+		var grown []string
+		for id := range seen {
+			if !first[id] {
+				grown = append(grown, id)
+			}
+		}
+		sort.Strings(grown)
+		t.Fatalf("%d recluster_* series at first, %d at the end, %d seen over %d reloads; new ones: %v", len(first), len(last), len(seen), reloads, grown[:min(10, len(grown))])
+	}
+	if v := mustSample(t, scrape(t, f.base), "recluster_worker_generation", "slot", "0"); v != reloads+1 {
+		t.Errorf("recluster_worker_generation{slot=0} = %v, want %d", v, reloads+1)
+	}
+	t.Logf("%d recluster_* series, the same set before, during and after %d reloads", len(first), reloads)
 }
