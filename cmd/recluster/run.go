@@ -84,7 +84,7 @@ Flags:
       --log-format FORMAT   the master's log on stderr: text or json
                             (default text)
       --log-level LEVEL     debug, info, warn or error (default info)
-      --config FILE         read settings from a JSON file
+      --config FILE         read settings from a JSON, YAML or TOML file
   -h, --help                show this help
 
 DUR is a number with a unit: 500ms, 10s, 2m, 1h.
@@ -92,11 +92,17 @@ DUR is a number with a unit: 500ms, 10s, 2m, 1h.
 Every flag but --env and --config has an environment variable: RECLUSTER_
 and the flag's name in capitals with - as _ (RECLUSTER_WORKERS,
 RECLUSTER_READY_WHEN, ...); RECLUSTER_LISTEN takes a comma-separated list.
-RECLUSTER_CONFIG names the config file. The config file is a JSON object
-whose keys are the flags' long names; an unknown key is an error:
+RECLUSTER_CONFIG names the config file. Its format follows its extension:
+.json (an object), .yaml or .yml (a mapping) or .toml (top-level keys). The
+keys are the flags' long names; an unknown key is an error that suggests the
+nearest name, in every format alike:
 
   {"workers": 4, "listen": ["http=127.0.0.1:8080"], "ready-when": "ready",
    "timeout": "30s", "env": ["APP_ENV=production"]}
+
+  workers: 4                        workers = 4
+  listen: [http=127.0.0.1:8080]     listen = ["http=127.0.0.1:8080"]
+  timeout: 30s                      timeout = "30s"
 
 A flag wins over its environment variable, which wins over the config file,
 which wins over the default.

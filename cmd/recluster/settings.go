@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -91,45 +90,6 @@ func splitList(v string) []string {
 		}
 	}
 	return out
-}
-
-// readConfig reads a JSON object whose keys are settings' names.
-func readConfig(path string, settings []*setting) (map[string]json.RawMessage, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("config file %s does not exist", path)
-		}
-		return nil, fmt.Errorf("config file %s: %v", path, errors.Unwrap(err))
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	var m map[string]json.RawMessage
-	if err := dec.Decode(&m); err != nil || dec.More() {
-		if err == nil {
-			err = errors.New("more than one JSON value")
-		}
-		return nil, fmt.Errorf("config file %s is not a JSON object: %v", path, describeJSONError(b, err))
-	}
-	if m == nil {
-		return nil, fmt.Errorf("config file %s is not a JSON object", path)
-	}
-	var names []string
-	for _, s := range settings {
-		if s.name != "config" {
-			names = append(names, s.name)
-		}
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		if !slices.Contains(names, k) {
-			return nil, fmt.Errorf("config file %s: unknown key %q; the keys are the long names of recluster run's flags: %s", path, k, strings.Join(names, ", "))
-		}
-	}
-	return m, nil
 }
 
 // describeJSONError adds the line number to a syntax error.
