@@ -52,6 +52,8 @@ Commands:
   scale N|+N|-N                     set the number of workers, or add or
                                     remove some
   stop                              stop the workers gracefully, then the master
+  completion bash|zsh|fish          print a shell completion script
+  man                               print the manual page (roff)
   help [COMMAND]                    show the help of a command
 
 reload, restart, status, scale and stop talk to a running master through its control
@@ -96,13 +98,17 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = scaleCommand(rest, stdout)
 	case "stop":
 		err = stopCommand(rest, stdout)
+	case "completion":
+		err = completionCommand(rest, stdout)
+	case "man":
+		err = manCommand(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		err = helpCommand(rest, stdout)
 	default:
 		if strings.HasPrefix(cmd, "-") {
 			err = usagef("%s is not a command; flags come after the command, as in recluster run %s ... (see recluster --help)", cmd, cmd)
 		} else {
-			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop and help (see recluster --help)", cmd)
+			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, completion, man and help (see recluster --help)", cmd)
 		}
 	}
 	return report(err, stderr)
@@ -143,12 +149,14 @@ func (e exitError) Unwrap() error { return e.err }
 var errHelpShown = errors.New("help shown")
 
 var commandUsage = map[string]string{
-	"run":     runUsage,
-	"reload":  reloadUsage,
-	"restart": restartUsage,
-	"status":  statusUsage,
-	"scale":   scaleUsage,
-	"stop":    stopUsage,
+	"run":        runUsage,
+	"reload":     reloadUsage,
+	"restart":    restartUsage,
+	"completion": completionUsage,
+	"man":        manUsage,
+	"status":     statusUsage,
+	"scale":      scaleUsage,
+	"stop":       stopUsage,
 }
 
 func helpCommand(args []string, stdout io.Writer) error {
@@ -165,7 +173,7 @@ func helpCommand(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, mainUsage)
 			return nil
 		}
-		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale and stop", args[0])
+		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, completion and man", args[0])
 	}
 	return usagef("help takes one command name, not %d words", len(args))
 }
