@@ -54,6 +54,8 @@ Commands:
   stop                              stop the workers gracefully, then the master
   completion bash|zsh|fish          print a shell completion script
   man                               print the manual page (roff)
+  unit [--socket] [RUN FLAGS] -- PROGRAM
+                                    print a systemd unit for that run command
   help [COMMAND]                    show the help of a command
 
 reload, restart, status, scale and stop talk to a running master through its control
@@ -102,13 +104,15 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = completionCommand(rest, stdout)
 	case "man":
 		err = manCommand(rest, stdout)
+	case "unit":
+		err = unitCommand(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		err = helpCommand(rest, stdout)
 	default:
 		if strings.HasPrefix(cmd, "-") {
 			err = usagef("%s is not a command; flags come after the command, as in recluster run %s ... (see recluster --help)", cmd, cmd)
 		} else {
-			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, completion, man and help (see recluster --help)", cmd)
+			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, completion, man, unit and help (see recluster --help)", cmd)
 		}
 	}
 	return report(err, stderr)
@@ -154,6 +158,7 @@ var commandUsage = map[string]string{
 	"restart":    restartUsage,
 	"completion": completionUsage,
 	"man":        manUsage,
+	"unit":       unitUsage,
 	"status":     statusUsage,
 	"scale":      scaleUsage,
 	"stop":       stopUsage,
@@ -173,7 +178,7 @@ func helpCommand(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, mainUsage)
 			return nil
 		}
-		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, completion and man", args[0])
+		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, completion, man and unit", args[0])
 	}
 	return usagef("help takes one command name, not %d words", len(args))
 }
