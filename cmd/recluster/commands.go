@@ -55,20 +55,20 @@ func commandSummary(cmd string) string {
 		if len(fields) == 0 || fields[0] != cmd || !strings.HasPrefix(line, "  ") || strings.HasPrefix(line, "   ") {
 			continue
 		}
-		// The summary starts at the column after the synopsis and may go
-		// on over the next indented lines.
-		col := strings.Index(line[2:], "  ")
-		for col >= 0 && col+2 < len(line) && line[col+2] == ' ' {
-			col++
+		// The summary follows the synopsis after two spaces, or starts on
+		// the next line when the synopsis is long, and may go on over the
+		// next indented lines.
+		text := ""
+		if col := strings.Index(line[2:], "  "); col >= 0 {
+			text = strings.TrimSpace(line[2+col:])
 		}
-		text := strings.TrimSpace(line[col+2:])
 		for _, more := range lines[i+1:] {
 			if !strings.HasPrefix(more, "    ") || strings.TrimSpace(more) == "" {
 				break
 			}
 			text += " " + strings.TrimSpace(more)
 		}
-		return text
+		return strings.TrimSpace(text)
 	}
 	return ""
 }

@@ -49,6 +49,8 @@ Commands:
                                     a time, each once its successor is ready
   status [--json]                   show each worker's slot, pid, generation,
                                     state, uptime, restarts, memory and CPU
+  top                               a live view of the workers, with keys to
+                                    reload, scale and restart
   scale N|+N|-N                     set the number of workers, or add or
                                     remove some
   stop                              stop the workers gracefully, then the master
@@ -58,7 +60,7 @@ Commands:
                                     print a systemd unit for that run command
   help [COMMAND]                    show the help of a command
 
-reload, restart, status, scale and stop talk to a running master through its control
+reload, restart, status, top, scale and stop talk to a running master through its control
 socket; give it with --control PATH or RECLUSTER_CONTROL. The default is
 $XDG_RUNTIME_DIR/recluster.sock, or recluster-UID/control.sock in $TMPDIR
 (/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
@@ -106,13 +108,15 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = manCommand(rest, stdout)
 	case "unit":
 		err = unitCommand(rest, stdout)
+	case "top":
+		err = topCommand(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		err = helpCommand(rest, stdout)
 	default:
 		if strings.HasPrefix(cmd, "-") {
 			err = usagef("%s is not a command; flags come after the command, as in recluster run %s ... (see recluster --help)", cmd, cmd)
 		} else {
-			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, completion, man, unit and help (see recluster --help)", cmd)
+			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, top, completion, man, unit and help (see recluster --help)", cmd)
 		}
 	}
 	return report(err, stderr)
@@ -159,6 +163,7 @@ var commandUsage = map[string]string{
 	"completion": completionUsage,
 	"man":        manUsage,
 	"unit":       unitUsage,
+	"top":        topUsage,
 	"status":     statusUsage,
 	"scale":      scaleUsage,
 	"stop":       stopUsage,
@@ -178,7 +183,7 @@ func helpCommand(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, mainUsage)
 			return nil
 		}
-		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, completion, man and unit", args[0])
+		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, top, completion, man and unit", args[0])
 	}
 	return usagef("help takes one command name, not %d words", len(args))
 }
