@@ -119,7 +119,7 @@ func TestHelp(t *testing.T) {
 			t.Errorf("%v: %d %q", args, code, out)
 		}
 	}
-	for _, cmd := range []string{"run", "reload", "status", "scale", "stop"} {
+	for _, cmd := range []string{"run", "reload", "restart", "status", "top", "scale", "stop", "completion", "man", "unit"} {
 		for _, args := range [][]string{{"help", cmd}, {cmd, "--help"}, {cmd, "-h"}} {
 			out, _, code := cli(t, nil, args...)
 			if code != 0 || !strings.HasPrefix(out, "Usage: recluster "+cmd) {
