@@ -17,6 +17,7 @@ type restartOp struct {
 	slot      int
 	old       *Worker
 	successor int    // its pid, once spawned
+	succ      *Worker
 	cause     string // why the successor went, when known before it exited
 	started   time.Time
 	waiters   []chan error
@@ -97,7 +98,7 @@ func (s *supervisor) observeRestart(e Event) {
 		return
 	}
 	if e.Kind == EventSpawned && op.successor == 0 {
-		op.successor = e.PID
+		op.successor, op.succ = e.PID, s.workers[e.PID]
 		return
 	}
 	if e.PID != op.successor || op.successor == 0 {
@@ -109,6 +110,12 @@ func (s *supervisor) observeRestart(e Event) {
 	case EventKilled, EventDisconnect:
 		op.cause = e.Reason
 	case EventExited:
+		// Like a reload's new worker, a successor that fails says nothing
+		// about its slot's health: the old worker still serves it. Its
+		// exit is the restart's to report (exited reads this next).
+		if op.succ != nil {
+			op.succ.state = stateDraining
+		}
 		cause := op.cause
 		if cause == "" {
 			cause = describeExitEvent(e) + " before it was ready"

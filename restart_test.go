@@ -79,6 +79,18 @@ func TestRestartAbortRules(t *testing.T) {
 			if after := pids(tc.ActiveWorkers()); !equalMaps(before, after) {
 				t.Fatalf("an aborted restart changed the active workers from %v to %v\n%s", before, after, tc.rec.dump())
 			}
+			// More failures than make a crash loop: the slot is not failing,
+			// as a reload's failed workers do not make it so.
+			tc.setMode(t, tt.mode)
+			for range 3 {
+				if err := tc.Restart(context.Background(), 0); !errors.Is(err, recluster.ErrRestartAborted) {
+					t.Fatalf("want an aborted restart, got %v", err)
+				}
+			}
+			if st := tc.Status(); len(st.FailingSlots) > 0 {
+				t.Fatalf("failed restarts marked slots %v failing", st.FailingSlots)
+			}
+			tc.setMode(t, fixed)
 			if len(tc.Workers()) != 2 {
 				t.Fatalf("want the 2 old workers only, got %v", tc.Workers())
 			}
