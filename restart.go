@@ -16,7 +16,7 @@ import (
 type restartOp struct {
 	slot      int
 	old       *Worker
-	successor int    // its pid, once spawned
+	successor int // its pid, once spawned
 	succ      *Worker
 	cause     string // why the successor went, when known before it exited
 	started   time.Time
