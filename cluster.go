@@ -115,6 +115,15 @@ type Options struct {
 	// respawn), and scaling down drops what waits in the removed slots'
 	// queues unless net.ipv4.tcp_migrate_req=1.
 	ReusePort bool
+	// Sticky sends every connection from one client IP address (an IPv6
+	// client by its /64) to the same slot, chosen inside the kernel by a
+	// classic BPF program on the slots' SO_REUSEPORT sockets: it implies
+	// ReusePort, costs the master nothing per connection, moves no client
+	// on a reload or a crash, and about 1/N of them when the slots change
+	// by one. Linux only, TCP only, at most StickyBuckets slots, and not
+	// with sockets inherited from systemd. Behind a proxy or NAT every
+	// client has the proxy's address: see docs/operations.md.
+	Sticky bool
 	// Notify gives every worker its own NOTIFY_SOCKET, so that sd_notify
 	// READY=1, STATUS=, STOPPING=1 and WATCHDOG=1 work as under systemd.
 	Notify bool
@@ -290,6 +299,9 @@ func (c *Cluster) Validate() error {
 		}
 	}
 	if _, err := resolveCredential(o.User, o.Group); err != nil {
+		return err
+	}
+	if err := validateSticky(o); err != nil {
 		return err
 	}
 	if o.HeartbeatTimeout < 0 || o.MaxAge < 0 || o.MaxRSS < 0 {

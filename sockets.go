@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +54,15 @@ func (s *ownedSocket) makeBlocking() error {
 // slots, and no accept queue is closed by a reload.
 type socketRegistry struct {
 	reusePort bool
+	// sticky (Options.Sticky) keeps each TCP address's per-slot sockets
+	// in one reuseport group in slot order, and attaches the program that
+	// sends each client address to its slot (sticky.go).
+	sticky bool
+	// slots is, in sticky mode, the number of slots the program serves.
+	slots int
+	// stickyGroups lists the sticky addresses, by the key of their slot 0
+	// socket.
+	stickyGroups []stickyGroup
 	byKey     map[string]*ownedSocket
 	passed    []*ownedSocket // Options.Sockets, in LISTEN_FDS order
 	unlinks   []string       // Unix socket paths the master created
@@ -61,8 +71,11 @@ type socketRegistry struct {
 	bound map[string]string
 }
 
-func newSocketRegistry(reusePort bool) *socketRegistry {
-	return &socketRegistry{reusePort: reusePort, byKey: map[string]*ownedSocket{}, bound: map[string]string{}}
+func newSocketRegistry(opts Options) *socketRegistry {
+	return &socketRegistry{
+		reusePort: opts.ReusePort || opts.Sticky, sticky: opts.Sticky, slots: opts.Workers,
+		byKey: map[string]*ownedSocket{}, bound: map[string]string{},
+	}
 }
 
 func socketKey(network, address string, slot int) string {
@@ -85,11 +98,26 @@ func (r *socketRegistry) get(network, address string, slot int) (*ownedSocket, e
 	default:
 		return nil, fmt.Errorf("network %q is not supported; use tcp, tcp4, tcp6 or unix", network)
 	}
+	if r.sticky {
+		return r.bindStickyGroup(network, address, slot)
+	}
 	bindAddress := address
 	if resolved, ok := r.bound[network+" "+address]; ok && perSlot {
 		bindAddress = resolved
 	}
-	fd, addr, err := bindListener(network, bindAddress, perSlot)
+	s, err := r.bind(network, address, bindAddress, key, perSlot)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" && address != "" && address[0] != '@' {
+		r.unlinks = append(r.unlinks, address)
+	}
+	return s, nil
+}
+
+// bind binds one socket and files it under key.
+func (r *socketRegistry) bind(network, address, bindAddress, key string, perSlot bool) (*ownedSocket, error) {
+	fd, addr, err := bindListener(network, bindAddress, perSlot, r.sticky)
 	if err != nil {
 		return nil, err
 	}
@@ -98,9 +126,6 @@ func (r *socketRegistry) get(network, address string, slot int) (*ownedSocket, e
 	}
 	s := &ownedSocket{name: "listen", network: network, address: address, fd: fd, addr: addr}
 	r.byKey[key] = s
-	if network == "unix" && address != "" && address[0] != '@' {
-		r.unlinks = append(r.unlinks, address)
-	}
 	return s, nil
 }
 
@@ -132,7 +157,8 @@ func (r *socketRegistry) passedFor(slot int) ([]*ownedSocket, error) {
 // releaseSlot closes the master's copies of slot's own sockets (reuse-port
 // mode) once the slot is gone.
 func (r *socketRegistry) releaseSlot(slot int) {
-	if !r.reusePort {
+	if !r.reusePort || r.sticky { // sticky sockets stay for the group's order
+
 		return
 	}
 	suffix := " " + strconv.Itoa(slot)
@@ -179,9 +205,14 @@ func (r *socketRegistry) bindPassed(specs []Socket) error {
 
 // bindListener binds with the standard library, keeps a private duplicate
 // of the descriptor and closes the Go listener, which takes the socket out
-// of the master's netpoller.
-func bindListener(network, address string, reusePort bool) (int, net.Addr, error) {
+// of the master's netpoller. plainTCP turns off Multipath TCP, which Go
+// uses for listeners by default where the kernel has it: the kernel
+// refuses a reuseport program on an MPTCP socket (EOPNOTSUPP).
+func bindListener(network, address string, reusePort, plainTCP bool) (int, net.Addr, error) {
 	lc := &net.ListenConfig{}
+	if plainTCP {
+		lc.SetMultipathTCP(false)
+	}
 	if reusePort {
 		lc.Control = func(_, _ string, c syscall.RawConn) error {
 			var sockErr error
@@ -304,4 +335,108 @@ func (r *socketRegistry) closeAll() {
 	r.byKey = map[string]*ownedSocket{}
 	r.passed = nil
 	r.unlinks = nil
+}
+
+// stickyGroup is one TCP address of a sticky registry: the per-slot
+// sockets that share it, keyed by socketKey(network, address, slot).
+type stickyGroup struct{ network, address string }
+
+// bindStickyGroup binds, on the first request for an address, one socket
+// per slot in slot order, because the kernel numbers a reuseport group's
+// sockets in the order they start listening and the program returns slot
+// numbers; then it attaches the program. A slot beyond the table (a
+// worker of a slot being scaled away) gets a socket too, after the
+// others, which the program never chooses.
+func (r *socketRegistry) bindStickyGroup(network, address string, slot int) (*ownedSocket, error) {
+	if network == "unix" {
+		return nil, fmt.Errorf("cannot listen on unix %s with Sticky: Sticky sends each client IP address to one slot, and a Unix socket has no client address; listen on TCP, or turn Sticky off", address)
+	}
+	g := stickyGroup{network, address}
+	if err := r.growStickyGroup(g, max(r.slots, slot+1)); err != nil {
+		return nil, err
+	}
+	if !slices.Contains(r.stickyGroups, g) {
+		r.stickyGroups = append(r.stickyGroups, g)
+		if err := r.attachStickyGroup(g); err != nil {
+			return nil, err
+		}
+	}
+	return r.byKey[socketKey(network, address, slot)], nil
+}
+
+// growStickyGroup binds the sockets of g's slots below n that it lacks,
+// in slot order. A slot scaled away keeps its socket (see retireSticky),
+// so the sockets of the group are always slots 0..k-1 in order.
+func (r *socketRegistry) growStickyGroup(g stickyGroup, n int) error {
+	for slot := 0; slot < n; slot++ {
+		key := socketKey(g.network, g.address, slot)
+		if _, ok := r.byKey[key]; ok {
+			continue
+		}
+		bindAddress := g.address
+		if resolved, ok := r.bound[g.network+" "+g.address]; ok {
+			bindAddress = resolved
+		}
+		if _, err := r.bind(g.network, g.address, bindAddress, key, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *socketRegistry) attachStickyGroup(g stickyGroup) error {
+	s := r.byKey[socketKey(g.network, g.address, 0)]
+	if err := attachSticky(s.fd, newStickyTable(r.slots)); err != nil {
+		return fmt.Errorf("%s %s: %w", g.network, s.addr, err)
+	}
+	return nil
+}
+
+// resize changes, in sticky mode, the slots the program serves: growing,
+// the new slots' sockets start listening before the program sends them
+// clients; shrinking, the program stops sending clients to the removed
+// slots at once, and their sockets stay open so that the group's order
+// holds (see retireSticky).
+func (r *socketRegistry) resize(n int) error {
+	if !r.sticky {
+		return nil
+	}
+	if n > StickyBuckets {
+		return fmt.Errorf("recluster: cannot scale to %d workers with Sticky: it shares %d buckets of client addresses, so at most %d slots get clients", n, StickyBuckets, StickyBuckets)
+	}
+	for _, g := range r.stickyGroups {
+		if err := r.growStickyGroup(g, n); err != nil {
+			return err
+		}
+	}
+	old := r.slots
+	r.slots = n
+	for _, g := range r.stickyGroups {
+		if err := r.attachStickyGroup(g); err != nil {
+			r.slots = old
+			for _, g := range r.stickyGroups {
+				r.attachStickyGroup(g)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// queuedBeyond counts the connections that wait in the accept queues of
+// the sticky sockets of slots from slot up.
+func (r *socketRegistry) queuedBeyond(slot int) int {
+	total := 0
+	for _, g := range r.stickyGroups {
+		for k := slot; ; k++ {
+			s, ok := r.byKey[socketKey(g.network, g.address, k)]
+			if !ok {
+				break
+			}
+			if n, err := acceptQueue(s.fd); err == nil {
+				total += n
+			}
+		}
+	}
+	return total
 }

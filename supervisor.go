@@ -93,7 +93,7 @@ func newSupervisor(c *Cluster) *supervisor {
 		restarts: map[int]int{},
 		failures: map[int]int{},
 		reloads:  map[string]int{},
-		sockets:  newSocketRegistry(c.opts.ReusePort),
+		sockets:  newSocketRegistry(c.opts),
 		pacer:    newPacer(c.opts.Respawn, c.opts.Backoff, time.Now()),
 	}
 }
@@ -837,6 +837,9 @@ func (s *supervisor) scale(n int) error {
 		return ErrNotRunning
 	}
 	old := s.slots
+	if err := s.sockets.resize(n); err != nil { // sticky: listen, then attach
+		return err
+	}
 	s.slots = n
 	s.log.Info("recluster: scaling", "from", old, "to", n)
 	for slot := old; slot < n; slot++ {
@@ -850,6 +853,11 @@ func (s *supervisor) scale(n int) error {
 				s.abortReload(fmt.Errorf("recluster: reload aborted: %w", err), "aborted")
 			}
 		}
+	}
+	if n < old && s.opts.Sticky {
+		s.cancelRespawns(n)
+		s.retireSticky()
+		return nil
 	}
 	if n < old {
 		s.cancelRespawns(n)
@@ -951,6 +959,9 @@ func (s *supervisor) status() Status {
 			Status: w.status, Listening: w.listening,
 			RSSBytes: rss, CPUSeconds: cpu.Seconds(),
 		})
+	}
+	if s.opts.Sticky {
+		st.Sticky = stickyStatus(s.slots)
 	}
 	for slot := 0; slot < s.slots; slot++ {
 		if s.failures[slot] >= crashLoopThreshold {

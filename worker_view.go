@@ -109,4 +109,7 @@ type Status struct {
 	Reloads map[string]int `json:"reloads"`
 	// FailingSlots lists slots whose workers keep dying before they are ready.
 	FailingSlots []int `json:"failing_slots,omitempty"`
+	// Sticky, when Options.Sticky is on, gives each slot's share of the
+	// client address buckets.
+	Sticky *StickyStatus `json:"sticky,omitempty"`
 }
