@@ -63,9 +63,9 @@ type socketRegistry struct {
 	// stickyGroups lists the sticky addresses, by the key of their slot 0
 	// socket.
 	stickyGroups []stickyGroup
-	byKey     map[string]*ownedSocket
-	passed    []*ownedSocket // Options.Sockets, in LISTEN_FDS order
-	unlinks   []string       // Unix socket paths the master created
+	byKey        map[string]*ownedSocket
+	passed       []*ownedSocket // Options.Sockets, in LISTEN_FDS order
+	unlinks      []string       // Unix socket paths the master created
 	// bound maps an address that asked for port 0 to the port it got, so
 	// that every slot's SO_REUSEPORT socket joins the same group.
 	bound map[string]string
