@@ -158,6 +158,9 @@ func printStatus(w io.Writer, st *control.Status) {
 	if len(st.FailingSlots) > 0 {
 		fmt.Fprintf(w, "failing slots (workers keep dying before they are ready): %v\n", st.FailingSlots)
 	}
+	if st.Sticky != nil {
+		fmt.Fprintf(w, "sticky by client IP: %d buckets, per slot %v\n", st.Sticky.Buckets, st.Sticky.Shares)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tRSS\tCPU\tSTATUS")
 	for _, ws := range st.Workers {

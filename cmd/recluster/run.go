@@ -68,6 +68,10 @@ Flags:
                             SO_REUSEPORT, inherited by every generation of
                             the slot: the kernel spreads connections evenly
                             (see docs/operations.md for the trade-off)
+      --sticky              send every connection from one client IP to the
+                            same slot, chosen in the kernel; implies
+                            --reuseport; Linux, TCP, not behind a proxy or
+                            NAT (see docs/operations.md)
       --metrics ADDR        serve Prometheus /metrics, /healthz, /readyz and
                             /status (read only) on ADDR
       --user USER           run the workers as USER (name or uid); the master
@@ -151,6 +155,7 @@ type runConfig struct {
 	minUptime                                 time.Duration
 	minUptimeSet                              bool
 	prefix, reusePort                         bool
+	sticky                                    bool
 	metricsAddr, user, group                  string
 	heartbeatTimeout, maxAge                  time.Duration
 	hbSet, maxAgeSet                          bool
@@ -202,6 +207,7 @@ func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 		{name: "prefix", env: "RECLUSTER_PREFIX", value: boolValue{&cfg.prefix}},
 		{name: "control", env: "RECLUSTER_CONTROL", value: stringValue{&cfg.controlPath, notEmpty}},
 		{name: "reuseport", env: "RECLUSTER_REUSEPORT", value: boolValue{&cfg.reusePort}},
+		{name: "sticky", env: "RECLUSTER_STICKY", value: boolValue{&cfg.sticky}},
 		{name: "metrics", env: "RECLUSTER_METRICS", value: stringValue{&cfg.metricsAddr, notEmpty}},
 		{name: "user", env: "RECLUSTER_USER", value: stringValue{&cfg.user, notEmpty}},
 		{name: "group", env: "RECLUSTER_GROUP", value: stringValue{&cfg.group, notEmpty}},
@@ -295,6 +301,7 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 		StopSignal:        signalNames[strings.TrimPrefix(strings.ToUpper(cfg.stopSignal), "SIG")],
 		PrefixOutput:      cfg.prefix,
 		ReusePort:         cfg.reusePort,
+		Sticky:            cfg.sticky,
 		User:              cfg.user,
 		Group:             cfg.group,
 		HeartbeatTimeout:  cfg.heartbeatTimeout,
