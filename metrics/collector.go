@@ -36,6 +36,8 @@ var (
 		"Number of slots in a crash loop (see recluster_slot_failing).", nil, nil)
 	descUptime = prometheus.NewDesc("recluster_uptime_seconds",
 		"Seconds since the master process started.", nil, nil)
+	descStickyShare = prometheus.NewDesc("recluster_sticky_bucket_share",
+		"With Sticky, the fraction of client address buckets (so, roughly, of client IPs) that the kernel sends to a slot.", []string{"slot"}, nil)
 	// Per-worker series are labelled by slot (and state), never by pid or
 	// generation, whose values grow with every reload: a cluster of N slots
 	// has a fixed set of series however often it reloads. Pid and
@@ -59,7 +61,7 @@ type clusterCollector struct{ m *Metrics }
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descPhase, descSlots, descReadySlots, descGeneration,
 		descReloading, descWorkers, descFailing, descFailingCount, descUptime, descRSS, descCPU, descStarted,
-		descWorkerGen, descWorkerPID} {
+		descWorkerGen, descWorkerPID, descStickyShare} {
 		ch <- d
 	}
 }
@@ -101,6 +103,11 @@ func (cc clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descFailing, b2f(failing[slot]), strconv.Itoa(slot))
 	}
 	gauge(descFailingCount, float64(len(st.FailingSlots)))
+	if st.Sticky != nil {
+		for slot, n := range st.Sticky.Shares {
+			gauge(descStickyShare, float64(n)/float64(st.Sticky.Buckets), strconv.Itoa(slot))
+		}
+	}
 
 	rss := make([]map[string]int64, st.Slots)
 	for slot := range rss {

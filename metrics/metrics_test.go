@@ -51,14 +51,14 @@ type fixture struct {
 
 // start runs a cluster of the test server with a metrics server on
 // 127.0.0.1 and waits until /readyz says every slot is ready.
-func start(t *testing.T, workers int) *fixture {
+func start(t *testing.T, workers int, tweaks ...func(*recluster.Options)) *fixture {
 	t.Helper()
 	f := &fixture{mode: filepath.Join(t.TempDir(), "mode")}
 	if err := os.WriteFile(f.mode, []byte("ok"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	f.m = metrics.New(metrics.Options{Program: serverBin})
-	f.c = recluster.New(serverBin, recluster.Options{
+	opts := recluster.Options{
 		Workers: workers,
 		Respawn: 20 * time.Millisecond,
 		Timeout: 2 * time.Second,
@@ -67,7 +67,11 @@ func start(t *testing.T, workers int) *fixture {
 		Logger:  slog.New(slog.DiscardHandler),
 		Stdout:  io.Discard,
 		Stderr:  io.Discard,
-	})
+	}
+	for _, tweak := range tweaks {
+		tweak(&opts)
+	}
+	f.c = recluster.New(serverBin, opts)
 	f.m.Attach(f.c)
 	ln, err := metrics.Listen("127.0.0.1:0")
 	if err != nil {
