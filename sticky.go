@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -132,7 +133,19 @@ func StickySlot(addr netip.Addr, slots int) int {
 	if !addr.IsValid() || slots < 1 || slots > StickyBuckets {
 		return -1
 	}
-	return newStickyTable(slots)[stickyBucket(addr)]
+	return stickyTableFor(slots)[stickyBucket(addr)]
+}
+
+// stickyTables memoises newStickyTable, a pure function of its argument,
+// for StickySlot's callers that predict many addresses.
+var stickyTables sync.Map // slots -> *stickyTable
+
+func stickyTableFor(slots int) *stickyTable {
+	if t, ok := stickyTables.Load(slots); ok {
+		return t.(*stickyTable)
+	}
+	t, _ := stickyTables.LoadOrStore(slots, newStickyTable(slots))
+	return t.(*stickyTable)
 }
 
 // StickyStatus says how Sticky mode shares the client addresses.
