@@ -43,7 +43,9 @@ func runSticky(ctx context.Context, env *Env) (Section, error) {
 	total := map[string]float64{}
 	ticks := map[string]int64{}
 	failed := 0
+	var perRound []string
 	for r := 1; r <= rounds; r++ {
+		rates := map[string]float64{}
 		for _, mode := range []string{"--reuseport", "--sticky"} {
 			m, err := StartMaster(ctx, env, MasterConfig{Workers: workers, Flags: []string{mode}})
 			if err != nil {
@@ -59,18 +61,20 @@ func runSticky(ctx context.Context, env *Env) (Section, error) {
 			}
 			rate := float64(res.ok) / dur.Seconds()
 			total[mode] += rate
+			rates[mode] = rate
 			tk := b.UTicks + b.STicks - a.UTicks - a.STicks
 			ticks[mode] += tk
 			failed += res.failed
 			t.row(mode, r, res.ok, res.failed, fmt.Sprintf("%.0f", rate), fmt.Sprint(res.perSlot), tk)
 		}
+		perRound = append(perRound, fmt.Sprintf("%.2f", rates["--sticky"]/rates["--reuseport"]))
 	}
 	md.WriteString(t.String())
 	ratio := total["--sticky"] / total["--reuseport"]
 	ok := ratio >= 0.97 && failed == 0
-	fmt.Fprintf(&md, "Throughput --sticky ÷ --reuseport: **%.3f** (mean of %d alternating rounds). "+
+	fmt.Fprintf(&md, "Throughput --sticky ÷ --reuseport: **%.3f** (mean of %d alternating rounds; per round %s). "+
 		"Master CPU during the --sticky runs: %d ticks in all, against %d for --reuseport: the program runs in the kernel, "+
-		"on the SYN, and the master never sees a connection.\n\n", ratio, rounds, ticks["--sticky"], ticks["--reuseport"])
+		"on the SYN, and the master never sees a connection.\n\n", ratio, rounds, strings.Join(perRound, ", "), ticks["--sticky"], ticks["--reuseport"])
 	fmt.Fprintf(&md, "Result, throughput: %s\n\n", verdict(ok))
 	md.WriteString(stickyMoves())
 	return Section{Title: "12. Sticky sessions by client IP", Markdown: md.String()}, nil
