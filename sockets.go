@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -63,9 +64,13 @@ type socketRegistry struct {
 	// stickyGroups lists the sticky addresses, by the key of their slot 0
 	// socket.
 	stickyGroups []stickyGroup
-	byKey        map[string]*ownedSocket
-	passed       []*ownedSocket // Options.Sockets, in LISTEN_FDS order
-	unlinks      []string       // Unix socket paths the master created
+	// retiring holds the slots scaled away whose workers still serve
+	// what waits in their queues (supervisor.retireSticky).
+	retiring   map[int]*retiringSlot
+	retireLoop bool
+	byKey      map[string]*ownedSocket
+	passed     []*ownedSocket // Options.Sockets, in LISTEN_FDS order
+	unlinks    []string       // Unix socket paths the master created
 	// bound maps an address that asked for port 0 to the port it got, so
 	// that every slot's SO_REUSEPORT socket joins the same group.
 	bound map[string]string
@@ -74,7 +79,7 @@ type socketRegistry struct {
 func newSocketRegistry(opts Options) *socketRegistry {
 	return &socketRegistry{
 		reusePort: opts.ReusePort || opts.Sticky, sticky: opts.Sticky, slots: opts.Workers,
-		byKey: map[string]*ownedSocket{}, bound: map[string]string{},
+		byKey: map[string]*ownedSocket{}, bound: map[string]string{}, retiring: map[int]*retiringSlot{},
 	}
 }
 
@@ -411,6 +416,10 @@ func (r *socketRegistry) resize(n int) error {
 	}
 	old := r.slots
 	r.slots = n
+	now := time.Now()
+	for slot := n; slot < old; slot++ {
+		r.retiring[slot] = &retiringSlot{since: now, quietSince: now}
+	}
 	for _, g := range r.stickyGroups {
 		if err := r.attachStickyGroup(g); err != nil {
 			r.slots = old
@@ -423,16 +432,12 @@ func (r *socketRegistry) resize(n int) error {
 	return nil
 }
 
-// queuedBeyond counts the connections that wait in the accept queues of
-// the sticky sockets of slots from slot up.
-func (r *socketRegistry) queuedBeyond(slot int) int {
+// queued counts the connections that wait in the accept queues of slot's
+// sticky sockets.
+func (r *socketRegistry) queued(slot int) int {
 	total := 0
 	for _, g := range r.stickyGroups {
-		for k := slot; ; k++ {
-			s, ok := r.byKey[socketKey(g.network, g.address, k)]
-			if !ok {
-				break
-			}
+		if s, ok := r.byKey[socketKey(g.network, g.address, slot)]; ok {
 			if n, err := acceptQueue(s.fd); err == nil {
 				total += n
 			}

@@ -192,31 +192,57 @@ const stickyDrainGrace = time.Second
 // stickyDrainMax bounds that wait, for a worker that does not accept.
 const stickyDrainMax = 10 * time.Second
 
+// retiringSlot is a slot scaled away in Sticky mode whose workers have
+// not been told to disconnect yet.
+type retiringSlot struct {
+	since      time.Time // when the program stopped sending it clients
+	quietSince time.Time // since when its queues have been empty
+}
+
 // retireSticky finishes a scale-down in Sticky mode. The program already
-// sends the removed slots no client (socketRegistry.resize); once their
-// queues have drained, their workers are told to disconnect. Their
-// sockets stay open: closing one would move the group's last socket into
-// its place and shift the slot numbers the program returns.
+// sends the removed slots no client (socketRegistry.resize); once a
+// removed slot's queues have stayed empty for stickyDrainGrace, its
+// workers are told to disconnect. Its sockets stay open: closing one would
+// move the group's last socket into its place and shift the slot numbers
+// the program returns. One check loop serves every removed slot, each on
+// its own clock, and forgets a slot that a scale-up brought back.
 func (s *supervisor) retireSticky() {
-	start, quietSince := time.Now(), time.Now()
+	r := s.sockets
+	if r.retireLoop {
+		return
+	}
+	r.retireLoop = true
 	var check func(*supervisor)
 	later := func() { time.AfterFunc(10*time.Millisecond, func() { s.c.post(check) }) }
 	check = func(s *supervisor) {
 		if s.phase != phaseRunning {
+			r.retireLoop = false
 			return
 		}
-		if s.sockets.queuedBeyond(s.slots) > 0 {
-			quietSince = time.Now()
+		now := time.Now()
+		for slot, rs := range r.retiring {
+			if slot < s.slots {
+				delete(r.retiring, slot)
+				continue
+			}
+			if r.queued(slot) > 0 {
+				rs.quietSince = now
+			}
+			if now.Sub(rs.quietSince) < stickyDrainGrace && now.Sub(rs.since) < stickyDrainMax {
+				continue
+			}
+			delete(r.retiring, slot)
+			for _, w := range s.workers {
+				if w.slot == slot {
+					s.drain(w, "scaled down")
+				}
+			}
 		}
-		if time.Since(quietSince) < stickyDrainGrace && time.Since(start) < stickyDrainMax {
+		if len(r.retiring) > 0 {
 			later()
 			return
 		}
-		for _, w := range s.workers {
-			if w.slot >= s.slots {
-				s.drain(w, "scaled down")
-			}
-		}
+		r.retireLoop = false
 		if s.reload != nil {
 			s.maybeCommit()
 		}

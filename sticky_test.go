@@ -285,3 +285,21 @@ func TestStickyRefusesUnixAndInheritedSockets(t *testing.T) {
 	}
 }
 
+// Growing back right after a scale-down reuses the removed slots' sockets,
+// which the master keeps, so the group's order still equals the slots'.
+func TestStickyScaleBackKeepsTheOrder(t *testing.T) {
+	tc := startCluster(t, recluster.Options{Workers: 3, Sticky: true})
+	if err := tc.Scale(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.Scale(4); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "4 active slots", func() bool { return len(tc.ActiveWorkers()) == 4 })
+	checkPredicted(t, where(t, tc.url, stickySources(200)), 4)
+	if err := tc.Scale(1); err != nil {
+		t.Fatal(err)
+	}
+	tc.rec.waitN(t, 1, 20*time.Second, func(e recluster.Event) bool { return e.Kind == recluster.EventExited && e.Slot == 3 })
+	checkPredicted(t, where(t, tc.url, stickySources(50)), 1)
+}
