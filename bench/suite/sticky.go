@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,7 @@ func init() {
 
 func runSticky(ctx context.Context, env *Env) (Section, error) {
 	const workers, clients, sources = 4, 32, 256
-	dur, rounds := 10*time.Second, 3
+	dur, rounds := 6*time.Second, 5
 	if env.Quick {
 		dur, rounds = 2*time.Second, 1
 	}
@@ -44,6 +45,7 @@ func runSticky(ctx context.Context, env *Env) (Section, error) {
 	ticks := map[string]int64{}
 	failed := 0
 	var perRound []string
+	var ratios []float64
 	for r := 1; r <= rounds; r++ {
 		rates := map[string]float64{}
 		for _, mode := range []string{"--reuseport", "--sticky"} {
@@ -67,14 +69,18 @@ func runSticky(ctx context.Context, env *Env) (Section, error) {
 			failed += res.failed
 			t.row(mode, r, res.ok, res.failed, fmt.Sprintf("%.0f", rate), fmt.Sprint(res.perSlot), tk)
 		}
-		perRound = append(perRound, fmt.Sprintf("%.2f", rates["--sticky"]/rates["--reuseport"]))
+		ratios = append(ratios, rates["--sticky"]/rates["--reuseport"])
+		perRound = append(perRound, fmt.Sprintf("%.2f", ratios[len(ratios)-1]))
 	}
 	md.WriteString(t.String())
-	ratio := total["--sticky"] / total["--reuseport"]
+	// The median of the per-round ratios: on a shared machine one round
+	// can be far off either way.
+	slices.Sort(ratios)
+	ratio := ratios[len(ratios)/2]
 	ok := ratio >= 0.97 && failed == 0
-	fmt.Fprintf(&md, "Throughput --sticky ÷ --reuseport: **%.3f** (mean of %d alternating rounds; per round %s). "+
+	fmt.Fprintf(&md, "Throughput --sticky ÷ --reuseport: **%.3f** (median of %d alternating rounds; per round %s; ratio of the totals %.3f). "+
 		"Master CPU during the --sticky runs: %d ticks in all, against %d for --reuseport: the program runs in the kernel, "+
-		"on the SYN, and the master never sees a connection.\n\n", ratio, rounds, strings.Join(perRound, ", "), ticks["--sticky"], ticks["--reuseport"])
+		"on the SYN, and the master never sees a connection.\n\n", ratio, rounds, strings.Join(perRound, ", "), total["--sticky"]/total["--reuseport"], ticks["--sticky"], ticks["--reuseport"])
 	fmt.Fprintf(&md, "Result, throughput: %s\n\n", verdict(ok))
 	md.WriteString(stickyMoves())
 	return Section{Title: "12. Sticky sessions by client IP", Markdown: md.String()}, nil
