@@ -51,7 +51,7 @@ type Options struct {
 	Workers int
 	// Timeout is how long a worker may drain after it is told to disconnect
 	// before it is killed. Default 1s, or 1h when RECLUSTER_ENV=production
-	// (the seed's development and production defaults). A negative value
+	// (as in the Node.js recluster). A negative value
 	// kills at once.
 	Timeout time.Duration
 	// Respawn is the minimum gap between respawns of dead workers, cluster
@@ -84,7 +84,7 @@ type Options struct {
 
 	// Logger receives the cluster's log; default slog.Default().
 	Logger *slog.Logger
-	// DisableRespawnLog silences the log line for each respawn (the seed's
+	// DisableRespawnLog silences the log line for each respawn (the Node.js recluster's
 	// log.respawns, on by default).
 	DisableRespawnLog bool
 	// OnEvent, when set, is called for every lifecycle event, in order, from
@@ -93,7 +93,7 @@ type Options struct {
 
 	// StopSignal, when set, is sent to a worker together with the disconnect
 	// message, for programs that do not read the channel (SIGTERM is the
-	// usual choice). Zero sends the message only, as the seed does.
+	// usual choice). Zero sends the message only, as the Node.js recluster does.
 	StopSignal syscall.Signal
 	// Stdout and Stderr receive the workers' output; nil means the master's
 	// own stdout and stderr, passed straight through.
@@ -207,7 +207,7 @@ func New(program string, opts Options) *Cluster {
 		calls:   make(chan func(*supervisor)),
 		done:    make(chan struct{}),
 	}
-	c.sup = newSupervisor(c)
+	c.sup = newSupervisor(c, newOSSystem(program, opts))
 	return c
 }
 
@@ -224,7 +224,7 @@ func selfExecutable() string {
 	return exe
 }
 
-// defaultTimeout follows the seed: short in development, long in production.
+// defaultTimeout follows the Node.js recluster: short in development, long in production.
 func defaultTimeout() time.Duration {
 	if os.Getenv("RECLUSTER_ENV") == "production" {
 		return time.Hour
@@ -350,14 +350,15 @@ func (c *Cluster) Run() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	var err error
-	if !c.call(func(s *supervisor) { err = s.run() }) {
+	result := make(chan error, 1)
+	if !c.call(func(s *supervisor) { s.run(result) }) {
 		return ErrNotRunning
 	}
-	if err != nil {
+	if err := <-result; err != nil {
 		<-c.done
+		return err
 	}
-	return err
+	return nil
 }
 
 // Reload starts a new generation of workers, waits until every one of them
@@ -384,7 +385,8 @@ func (c *Cluster) Reload(ctx context.Context) error {
 // Terminate stops the cluster gracefully: no more respawns, every worker is
 // told to disconnect, and what is left at ctx's deadline or after Timeout,
 // whichever comes first, is killed. It returns once every worker has exited
-// and the master's sockets are closed.
+// and the master's sockets are closed: nil, or ctx's error when workers
+// were still there at ctx's end and had to be killed.
 func (c *Cluster) Terminate(ctx context.Context) error {
 	result := make(chan error, 1)
 	if !c.call(func(s *supervisor) { s.terminate(result) }) {
@@ -394,8 +396,13 @@ func (c *Cluster) Terminate(ctx context.Context) error {
 	case err := <-result:
 		return err
 	case <-ctx.Done():
-		c.call(func(s *supervisor) { s.killAll("terminate deadline") })
-		return <-result
+		killed := 0
+		c.call(func(s *supervisor) { killed = s.killAll("terminate deadline") })
+		err := <-result
+		if killed > 0 {
+			return ctx.Err()
+		}
+		return err
 	}
 }
 
@@ -448,8 +455,8 @@ func (c *Cluster) scaleWith(target func(slots int) int) (int, error) {
 func (c *Cluster) ActiveWorkers() map[int]*Worker {
 	m := map[int]*Worker{}
 	c.call(func(s *supervisor) {
-		for _, w := range s.workers {
-			if w.state == stateActive {
+		for w := range s.workers {
+			if w.state == WorkerActive {
 				m[w.slot] = w
 			}
 		}
@@ -467,8 +474,15 @@ func (c *Cluster) Workers() []*Worker {
 
 // Status returns a snapshot of the cluster for display and monitoring.
 func (c *Cluster) Status() Status {
-	var st Status
+	st := Status{Phase: PhaseStopped}
 	c.call(func(s *supervisor) { st = s.status() })
+	// The processes' figures are read here, off the supervisor's loop,
+	// which must not wait on /proc for every worker of a large cluster.
+	for i := range st.Workers {
+		w := &st.Workers[i]
+		rss, cpu, _ := c.sup.sys.usage(w.PID)
+		w.RSSBytes, w.CPUSeconds = rss, cpu.Seconds()
+	}
 	return st
 }
 

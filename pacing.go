@@ -2,7 +2,7 @@ package recluster
 
 import "time"
 
-// pacer spaces out respawns the way the seed does: respawns keep a
+// pacer spaces out respawns the way the Node.js recluster does: respawns keep a
 // cluster-wide minimum gap; with a backoff cap, each crash doubles the gap
 // up to the cap, and each quiet period as long as the cap halves it again
 // until it is back at the minimum.

@@ -50,7 +50,7 @@ func (c *Cluster) Restart(ctx context.Context, slot int) error {
 }
 
 func (s *supervisor) startRestart(slot int, result chan error) {
-	if s.phase != phaseRunning {
+	if s.phase != PhaseRunning {
 		result <- ErrNotRunning
 		return
 	}
@@ -63,8 +63,8 @@ func (s *supervisor) startRestart(slot int, result chan error) {
 		return
 	}
 	var old *Worker
-	for _, w := range s.workers {
-		if w.slot == slot && w.state == stateActive && w.gen == s.gen {
+	for _, w := range s.bySlot[slot] {
+		if w.state == WorkerActive && w.gen == s.gen {
 			old = w
 		}
 	}
@@ -76,7 +76,7 @@ func (s *supervisor) startRestart(slot int, result chan error) {
 		result <- fmt.Errorf("recluster: cannot restart slot %d: its worker (pid %d) is already being replaced", slot, old.pid)
 		return
 	}
-	op := &restartOp{slot: slot, old: old, started: time.Now(), waiters: []chan error{result}}
+	op := &restartOp{slot: slot, old: old, started: s.sys.now(), waiters: []chan error{result}}
 	if s.restartOps == nil {
 		s.restartOps = map[int]*restartOp{}
 	}
@@ -85,9 +85,7 @@ func (s *supervisor) startRestart(slot int, result chan error) {
 	// The old worker is retiring: no sweep recycles it meanwhile, and the
 	// successor's activation drains it.
 	old.retiring = true
-	if _, err := s.spawn(slot, s.gen); err != nil {
-		s.finishRestart(op, fmt.Errorf("%w: %w", ErrRestartAborted, err))
-	}
+	op.succ = s.spawn(slot, s.gen)
 }
 
 // observeRestart follows the events of the restarts in progress; emit
@@ -98,7 +96,9 @@ func (s *supervisor) observeRestart(e Event) {
 		return
 	}
 	if e.Kind == EventSpawned && op.successor == 0 {
-		op.successor, op.succ = e.PID, s.workers[e.PID]
+		if s.alive(op.succ) && op.succ.pid == e.PID {
+			op.successor = e.PID
+		}
 		return
 	}
 	if e.PID != op.successor || op.successor == 0 {
@@ -114,7 +114,7 @@ func (s *supervisor) observeRestart(e Event) {
 		// about its slot's health: the old worker still serves it. Its
 		// exit is the restart's to report (exited reads this next).
 		if op.succ != nil {
-			op.succ.state = stateDraining
+			op.succ.state = WorkerDraining
 		}
 		cause := op.cause
 		if cause == "" {
@@ -136,13 +136,13 @@ func describeExitEvent(e Event) string {
 func (s *supervisor) finishRestart(op *restartOp, err error) {
 	delete(s.restartOps, op.slot)
 	if err != nil {
-		if s.alive(op.old) && op.old.state == stateActive {
+		if s.alive(op.old) && op.old.state == WorkerActive {
 			op.old.retiring = false
 			err = fmt.Errorf("%w; pid %d still serves the slot", err, op.old.pid)
 		}
 		s.log.Error(err.Error())
 	} else {
-		s.log.Info("recluster: restart finished", "worker", op.slot, "old_pid", op.old.pid, "pid", op.successor, "took", time.Since(op.started).Round(time.Millisecond).String())
+		s.log.Info("recluster: restart finished", "worker", op.slot, "old_pid", op.old.pid, "pid", op.successor, "took", s.sys.now().Sub(op.started).Round(time.Millisecond).String())
 	}
 	for _, ch := range op.waiters {
 		ch <- err
@@ -166,11 +166,11 @@ func (s *supervisor) abortRestartFor(slot int, result chan error, cause error) {
 		}
 	}
 	reason := fmt.Sprintf("its restart was abandoned: %v", cause)
-	if w := s.workers[op.successor]; w != nil && w.state == stateStarting {
+	if w := op.succ; w != nil && s.alive(w) && w.state == WorkerStarting {
 		if w.listening {
 			s.drain(w, reason) // it may be serving connections already
 		} else {
-			w.state = stateDraining // its exit is expected now
+			w.state = WorkerDraining // its exit is expected now
 			s.kill(w, reason)
 		}
 	}

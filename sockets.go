@@ -67,7 +67,6 @@ type socketRegistry struct {
 	// retiring holds the slots scaled away whose workers still serve
 	// what waits in their queues (supervisor.retireSticky).
 	retiring   map[int]*retiringSlot
-	retireLoop bool
 	byKey      map[string]*ownedSocket
 	passed     []*ownedSocket // Options.Sockets, in LISTEN_FDS order
 	unlinks    []string       // Unix socket paths the master created
@@ -434,6 +433,8 @@ func (r *socketRegistry) resize(n int) error {
 
 // queued counts the connections that wait in the accept queues of slot's
 // sticky sockets.
+func (r *socketRegistry) retiringSlots() map[int]*retiringSlot { return r.retiring }
+
 func (r *socketRegistry) queued(slot int) int {
 	total := 0
 	for _, g := range r.stickyGroups {

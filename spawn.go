@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/recluster-go/recluster/internal/proto"
+	"golang.org/x/sys/unix"
 )
 
 // envTrampoline tells a re-executed master binary to set LISTEN_PID to its
@@ -71,6 +74,138 @@ func workerEnv(base, extra, own []string) []string {
 		add(kv)
 	}
 	return env
+}
+
+// start is system.start: it duplicates the passed sockets at once (the
+// registry may close its own copies before the fork), then forks from a
+// goroutine of its own.
+func (o *osSystem) start(spec workerSpec, hooks workerHooks) {
+	var held []int
+	for _, sock := range spec.passed {
+		fd, err := dupCloseOnExec(sock.fd)
+		if err != nil {
+			closeFDs(held)
+			go hooks.started(nil, err)
+			return
+		}
+		held = append(held, fd)
+	}
+	go func() {
+		defer closeFDs(held)
+		p, announced, err := o.startNow(spec, held, hooks.exited)
+		hooks.started(p, err)
+		if err != nil {
+			return
+		}
+		// What the worker says comes only after the supervisor knows it
+		// started, and its exit only after that.
+		close(announced)
+		go p.readChannel(hooks)
+		if p.notify != nil {
+			go p.notify.serve(p.id, hooks.notify, hooks.notifyRejected)
+		}
+	}()
+}
+
+// startNow does the process plumbing of one worker: its channel, its
+// output, its environment, the trampoline for inherited sockets, its
+// notify socket, and the fork.
+func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitStatus)) (p *workerProcess, announced chan struct{}, err error) {
+	var cleanups []func() // undo on failure
+	defer func() {
+		if err != nil {
+			for _, undo := range cleanups {
+				undo()
+			}
+		}
+	}()
+	conn, childFD, err := proto.Pair()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unix.Close(childFD)
+	cleanups = append(cleanups, func() { conn.Close() })
+	conn.WriteTimeout = time.Second
+	conn.DiscardFDs = true
+	p = &workerProcess{conn: conn, outbox: make(chan outgoing, outboxSize)}
+
+	null, err := devNull()
+	if err != nil {
+		return nil, nil, err
+	}
+	// The output copiers learn the pid through p once spawned is closed.
+	spawned := make(chan struct{})
+	defer close(spawned)
+	var label func() string
+	if o.opts.PrefixOutput {
+		label = func() string { return "[" + strconv.Itoa(spec.slot) + " " + strconv.Itoa(p.id) + "] " }
+	}
+	var outputs sync.WaitGroup
+	files := []uintptr{null.Fd()}
+	for _, out := range []struct {
+		w        io.Writer
+		fallback *os.File
+	}{{o.opts.Stdout, os.Stdout}, {o.opts.Stderr, os.Stderr}} {
+		fd, closeWriteEnd, err := outputPipe(out.w, out.fallback, label, spawned, &outputs)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer closeWriteEnd()
+		files = append(files, fd)
+	}
+
+	var names []string
+	for i, sock := range spec.passed {
+		files = append(files, uintptr(passedFDs[i]))
+		names = append(names, sock.name)
+	}
+	channelFD := len(files)
+	files = append(files, uintptr(childFD))
+	own := []string{
+		proto.EnvWorkerID + "=" + strconv.Itoa(spec.slot),
+		proto.EnvGeneration + "=" + strconv.Itoa(spec.gen),
+		proto.EnvChannelFD + "=" + strconv.Itoa(channelFD),
+		proto.EnvTimeout + "=" + o.opts.Timeout.String(),
+	}
+	if hb := o.opts.HeartbeatTimeout; hb > 0 {
+		own = append(own, proto.EnvHeartbeat+"="+hb.String(), "WATCHDOG_USEC="+strconv.FormatInt(hb.Microseconds(), 10))
+	}
+	argv0 := o.program
+	argv := append([]string{o.program}, o.opts.Args...)
+	if len(names) > 0 {
+		own = append(own,
+			"LISTEN_FDS="+strconv.Itoa(len(names)),
+			"LISTEN_FDNAMES="+strings.Join(names, ":"),
+			envTrampoline+"="+o.program)
+		argv0 = selfExecutable()
+	}
+	if o.opts.Notify {
+		path := filepath.Join(o.runtimeDir, "notify-"+strconv.FormatInt(o.notifySeq.Add(1), 10)+".sock")
+		notify, err := newNotifySocket(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanups = append(cleanups, notify.close)
+		if err := o.giveToWorkers(notify.path); err != nil {
+			return nil, nil, err
+		}
+		p.notify = notify
+		own = append(own, "NOTIFY_SOCKET="+notify.path)
+	}
+	sys := workerSysProcAttr()
+	sys.Credential = o.credential
+	attr := &syscall.ProcAttr{
+		Dir:   o.opts.Dir,
+		Env:   workerEnv(os.Environ(), o.opts.Env, own),
+		Files: files,
+		Sys:   sys,
+	}
+	p.id, announced, err = o.reaper.startTracked(func() (int, error) { return startProcess(argv0, argv, attr) }, exited)
+	if err != nil {
+		return nil, nil, err
+	}
+	go p.writeChannel()
+	return p, announced, nil
 }
 
 type spawnRequest struct {

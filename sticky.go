@@ -207,42 +207,40 @@ type retiringSlot struct {
 // the program returns. One check loop serves every removed slot, each on
 // its own clock, and forgets a slot that a scale-up brought back.
 func (s *supervisor) retireSticky() {
-	r := s.sockets
-	if r.retireLoop {
+	if s.stickyRetireLoop {
 		return
 	}
-	r.retireLoop = true
-	var check func(*supervisor)
-	later := func() { time.AfterFunc(10*time.Millisecond, func() { s.c.post(check) }) }
-	check = func(s *supervisor) {
-		if s.phase != phaseRunning {
-			r.retireLoop = false
+	s.stickyRetireLoop = true
+	var check func()
+	later := func() { s.after(10*time.Millisecond, func(*supervisor) { check() }) }
+	check = func() {
+		if s.phase != PhaseRunning {
+			s.stickyRetireLoop = false
 			return
 		}
-		now := time.Now()
-		for slot, rs := range r.retiring {
+		now := s.sys.now()
+		retiring := s.sockets.retiringSlots()
+		for slot, rs := range retiring {
 			if slot < s.slots {
-				delete(r.retiring, slot)
+				delete(retiring, slot)
 				continue
 			}
-			if r.queued(slot) > 0 {
+			if s.sockets.queued(slot) > 0 {
 				rs.quietSince = now
 			}
 			if now.Sub(rs.quietSince) < stickyDrainGrace && now.Sub(rs.since) < stickyDrainMax {
 				continue
 			}
-			delete(r.retiring, slot)
-			for _, w := range s.workers {
-				if w.slot == slot {
-					s.drain(w, "scaled down")
-				}
+			delete(retiring, slot)
+			for _, w := range slices.Clone(s.bySlot[slot]) {
+				s.drain(w, "scaled down")
 			}
 		}
-		if len(r.retiring) > 0 {
+		if len(retiring) > 0 {
 			later()
 			return
 		}
-		r.retireLoop = false
+		s.stickyRetireLoop = false
 		if s.reload != nil {
 			s.maybeCommit()
 		}

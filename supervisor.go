@@ -3,45 +3,25 @@ package recluster
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"os/signal"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/recluster-go/recluster/internal/proto"
-	"golang.org/x/sys/unix"
 )
 
 // The supervisor is the cluster's state machine. Its loop is the only
 // goroutine that reads or writes the fields below: API calls, process
 // exits, worker messages and timers all reach it as functions on one
-// channel, so there is nothing to lock.
+// channel, so there is nothing to lock. It decides; the system (system.go)
+// does: every fork, signal and descriptor goes through s.sys, which the
+// tests replace with a fake.
 //
 // Worker states: starting -> (standby ->) active -> draining -> exited.
 // A slot is "covered" while it has a starting worker of the active
 // generation or an active worker that has not asked to retire; a slot that
 // is not covered gets a respawn, paced by the pacer.
-
-type phase int
-
-const (
-	phaseIdle phase = iota
-	phaseRunning
-	phaseTerminating
-	phaseStopped
-)
-
-func (p phase) String() string {
-	return [...]string{"idle", "running", "terminating", "stopped"}[p]
-}
 
 // crashLoopThreshold is how many workers in a row may die in one slot
 // before they are ever ready until the slot is reported as failing.
@@ -51,70 +31,83 @@ type reloadOp struct {
 	gen     int
 	started time.Time
 	waiters []chan error
+	// standby holds, for each slot below s.slots, the new generation's
+	// worker once it is ready: the reload commits when every slot has one.
+	standby map[int]*Worker
 }
 
 type supervisor struct {
-	c    *Cluster
-	opts Options
-	log  *slog.Logger
+	c       *Cluster
+	opts    Options
+	log     *slog.Logger
+	program string
+	sys     system
+	sockets socketTable
+	// post hands a function to the loop from any goroutine.
+	post func(func(*supervisor))
 
-	phase    phase
-	slots    int
-	gen      int // the active generation
-	lastGen  int // the newest generation started
-	workers  map[int]*Worker
-	reload   *reloadOp
-	pacer    pacer
-	respawns map[int]*time.Timer // slot -> its scheduled respawn
-	restarts map[int]int         // slot -> respawns scheduled
-	failures map[int]int         // slot -> workers in a row that died before ready
-	reloads  map[string]int
-	sockets  *socketRegistry
-	events   *eventQueue
+	phase            Phase
+	slots            int
+	gen              int                  // the active generation
+	lastGen          int                  // the newest generation started
+	workers          map[*Worker]struct{} // every live worker, started or not
+	bySlot           map[int][]*Worker    // the same workers, by slot
+	stickyRetireLoop bool                 // Sticky mode: retireSticky's check is scheduled
+	reload           *reloadOp
+	pacer            pacer
+	respawns         map[int]timer // slot -> its scheduled respawn
+	restarts         map[int]int   // slot -> respawns scheduled
+	failures         map[int]int   // slot -> workers in a row that died before ready
+	reloads          map[ReloadOutcome]int
+	events           *eventQueue
 
 	restartOps map[int]*restartOp // slot -> its restart in progress (restart.go)
 
+	// runResult is Run's answer, owed until every worker of the first
+	// generation has started (or one could not).
+	runResult        chan error
+	pendingStarts    int
 	terminateWaiters []chan error
-	runtimeDir       string // holds the notify sockets
-	notifySeq        int
-	credential       *syscall.Credential // whom the workers run as; nil: as the master
-	startFailed      bool                // Run failed: no cluster ever ran
-	sweepTimer       *time.Timer         // heartbeat, age and memory checks
+	startFailed      bool  // Run failed: no cluster ever ran
+	sweepTimer       timer // heartbeat, age and memory checks
 }
 
-func newSupervisor(c *Cluster) *supervisor {
+func newSupervisor(c *Cluster, sys system) *supervisor {
 	return &supervisor{
 		c:        c,
 		opts:     c.opts,
 		log:      c.log,
+		program:  c.program,
+		sys:      sys,
+		sockets:  newSocketRegistry(c.opts),
+		post:     c.post,
+		phase:    PhaseIdle,
 		slots:    c.opts.Workers,
-		workers:  map[int]*Worker{},
-		respawns: map[int]*time.Timer{},
+		workers:  map[*Worker]struct{}{},
+		bySlot:   map[int][]*Worker{},
+		respawns: map[int]timer{},
 		restarts: map[int]int{},
 		failures: map[int]int{},
-		reloads:  map[string]int{},
-		sockets:  newSocketRegistry(c.opts),
-		pacer:    newPacer(c.opts.Respawn, c.opts.Backoff, time.Now()),
+		reloads:  map[ReloadOutcome]int{},
+		pacer:    newPacer(c.opts.Respawn, c.opts.Backoff, sys.now()),
 	}
 }
 
 func (s *supervisor) loop() {
-	sigchld := make(chan os.Signal, 1)
-	signal.Notify(sigchld, syscall.SIGCHLD)
-	defer signal.Stop(sigchld)
-	for s.phase != phaseStopped {
-		select {
-		case f := <-s.c.calls:
-			f(s)
-		case <-sigchld:
-			s.reap()
-		}
+	for s.phase != PhaseStopped {
+		f := <-s.c.calls
+		f(s)
 	}
 	close(s.c.done)
 }
 
+// after runs f in the loop once d has passed.
+func (s *supervisor) after(d time.Duration, f func(*supervisor)) timer {
+	return s.sys.afterFunc(d, func() { s.post(f) })
+}
+
 func (s *supervisor) emit(e Event) {
-	e.Time = time.Now()
+	e.Time = s.sys.now()
 	s.observeRestart(e)
 	if !s.events.push(e) && s.events.dropped == 1 {
 		s.log.Warn("recluster: the OnEvent handler is too slow; events are being dropped")
@@ -129,216 +122,181 @@ func (s *supervisor) clusterEvent(kind EventKind, gen int) Event {
 	return Event{Kind: kind, Slot: -1, Generation: gen}
 }
 
-func (s *supervisor) run() error {
-	if s.phase != phaseIdle {
-		return errors.New("recluster: Run was already called")
+// run starts the cluster; result gets Run's answer once every worker of
+// the first generation has started.
+func (s *supervisor) run(result chan error) {
+	if s.phase != PhaseIdle {
+		result <- errors.New("recluster: Run was already called")
+		return
 	}
 	s.events = newEventQueue(s.opts.OnEvent)
-	fail := func(err error) error {
-		s.killAll("start failed")
-		for pid, w := range s.workers {
-			var ws syscall.WaitStatus
-			syscall.Wait4(pid, &ws, 0, nil)
-			s.release(w)
-		}
+	if err := s.sockets.bindPassed(s.opts.Sockets); err != nil {
 		s.startFailed = true
 		s.stop()
-		return err
+		result <- fmt.Errorf("recluster: %w", err)
+		return
 	}
-	if err := s.sockets.bindPassed(s.opts.Sockets); err != nil {
-		return fail(fmt.Errorf("recluster: %w", err))
+	if err := s.sys.prepare(); err != nil {
+		s.startFailed = true
+		s.stop()
+		result <- err
+		return
 	}
-	cred, err := resolveCredential(s.opts.User, s.opts.Group)
-	if err != nil {
-		return fail(err)
-	}
-	s.credential = cred
-	if s.opts.Notify {
-		dir, err := os.MkdirTemp("", "recluster-")
-		if err != nil {
-			return fail(fmt.Errorf("recluster: cannot make a directory for notify sockets: %w", err))
-		}
-		s.runtimeDir = dir
-		if err := s.giveToWorkers(dir); err != nil {
-			return fail(err)
-		}
-	}
-	s.phase = phaseRunning
+	s.phase = PhaseRunning
 	s.gen, s.lastGen = 1, 1
-	for slot := 0; slot < s.slots; slot++ {
-		if _, err := s.spawn(slot, s.gen); err != nil {
-			return fail(err)
-		}
+	s.runResult, s.pendingStarts = result, s.slots
+	for slot := 0; slot < s.slots && s.runResult != nil; slot++ {
+		s.spawn(slot, s.gen)
 	}
 	s.scheduleSweep()
-	s.log.Info("recluster: cluster started", "program", s.c.program, "workers", s.slots, "ready_when", string(s.opts.ReadyWhen))
-	return nil
+	s.log.Info("recluster: cluster started", "program", s.program, "workers", s.slots, "ready_when", string(s.opts.ReadyWhen))
 }
 
-// spawn starts a worker for slot in generation gen.
-func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
-	w := &Worker{slot: slot, gen: gen, outputsDone: make(chan struct{})}
-	var cleanups []func() // undo on failure
-	fail := func(err error) (*Worker, error) {
-		for _, undo := range cleanups {
-			undo()
-		}
-		return nil, fmt.Errorf("recluster: cannot start worker %d (%s): %w", slot, s.c.program, err)
+// failRun answers Run with err and takes down what was started.
+func (s *supervisor) failRun(err error) {
+	result := s.runResult
+	s.runResult = nil
+	s.startFailed = true
+	s.phase = PhaseTerminating
+	s.cancelRespawns(0)
+	for w := range s.workers {
+		w.state = WorkerDraining // its exit is expected
+		s.kill(w, "the cluster could not start")
 	}
-	conn, childFD, err := proto.Pair()
-	if err != nil {
-		return fail(err)
-	}
-	defer unix.Close(childFD)
-	cleanups = append(cleanups, func() { conn.Close() })
-	conn.WriteTimeout = time.Second
-	conn.DiscardFDs = true
+	result <- err
+	s.stopIfEmpty()
+}
 
-	null, err := devNull()
-	if err != nil {
-		return fail(err)
-	}
-	// The output copiers learn the pid through w once spawned is closed.
-	spawned := make(chan struct{})
-	defer close(spawned)
-	var label func() string
-	if s.opts.PrefixOutput {
-		label = func() string { return "[" + strconv.Itoa(w.slot) + " " + strconv.Itoa(w.pid) + "] " }
-	}
-	var outputs sync.WaitGroup
-	files := []uintptr{null.Fd()}
-	for _, o := range []struct {
-		w        io.Writer
-		fallback *os.File
-	}{{s.opts.Stdout, os.Stdout}, {s.opts.Stderr, os.Stderr}} {
-		fd, closeWriteEnd, err := outputPipe(o.w, o.fallback, label, spawned, &outputs)
-		if err != nil {
-			return fail(err)
-		}
-		defer closeWriteEnd()
-		files = append(files, fd)
-	}
-
-	passed, err := s.sockets.passedFor(slot)
-	if err != nil {
-		return fail(err)
-	}
-	var names []string
-	for _, sock := range passed {
-		files = append(files, uintptr(sock.fd))
-		names = append(names, sock.name)
-	}
-	channelFD := len(files)
-	files = append(files, uintptr(childFD))
-	own := []string{
-		proto.EnvWorkerID + "=" + strconv.Itoa(slot),
-		proto.EnvGeneration + "=" + strconv.Itoa(gen),
-		proto.EnvChannelFD + "=" + strconv.Itoa(channelFD),
-		proto.EnvTimeout + "=" + s.opts.Timeout.String(),
-	}
-	if hb := s.opts.HeartbeatTimeout; hb > 0 {
-		own = append(own, proto.EnvHeartbeat+"="+hb.String(), "WATCHDOG_USEC="+strconv.FormatInt(hb.Microseconds(), 10))
-	}
-	argv0 := s.c.program
-	argv := append([]string{s.c.program}, s.opts.Args...)
-	if len(names) > 0 {
-		own = append(own,
-			"LISTEN_FDS="+strconv.Itoa(len(names)),
-			"LISTEN_FDNAMES="+strings.Join(names, ":"),
-			envTrampoline+"="+s.c.program)
-		argv0 = selfExecutable()
-	}
-	if s.opts.Notify {
-		s.notifySeq++
-		notify, err := newNotifySocket(filepath.Join(s.runtimeDir, "notify-"+strconv.Itoa(s.notifySeq)+".sock"))
-		if err != nil {
-			return fail(err)
-		}
-		cleanups = append(cleanups, notify.close)
-		if err := s.giveToWorkers(notify.path); err != nil {
-			return fail(err)
-		}
-		w.notify = notify
-		own = append(own, "NOTIFY_SOCKET="+notify.path)
-	}
-	sys := workerSysProcAttr()
-	sys.Credential = s.credential
-	pid, err := startProcess(argv0, argv, &syscall.ProcAttr{
-		Dir:   s.opts.Dir,
-		Env:   workerEnv(os.Environ(), s.opts.Env, own),
-		Files: files,
-		Sys:   sys,
-	})
-	if err != nil {
-		return fail(err)
-	}
-	w.pid, w.started, w.conn = pid, time.Now(), conn
-	w.lastBeat = w.started
+// spawn starts a worker for slot in generation gen. The process starts
+// off the loop; onStarted learns how it went.
+func (s *supervisor) spawn(slot, gen int) *Worker {
+	w := &Worker{slot: slot, gen: gen, state: WorkerStarting}
 	if s.opts.MaxAge > 0 {
 		w.maxAge = s.opts.MaxAge - time.Duration(rand.Int64N(int64(s.opts.MaxAge/10)+1))
 	}
-	s.workers[pid] = w
-	go func() {
-		outputs.Wait()
-		close(w.outputsDone)
-	}()
-	go s.readChannel(w)
-	if w.notify != nil {
-		go w.notify.serve(pid,
-			func(fields map[string]string) { s.c.post(func(s *supervisor) { s.onNotify(w, fields) }) },
-			func(sender int) {
-				s.c.post(func(s *supervisor) {
-					s.log.Warn("recluster: ignored a notify message that did not come from the worker's main process", "worker", w.slot, "pid", w.pid, "sender_pid", sender)
-				})
-			})
+	s.add(w)
+	w.readyTimer = s.after(s.opts.ReadyTimeout, func(s *supervisor) { s.readyTimedOut(w) })
+	passed, err := s.sockets.passedFor(slot)
+	if err != nil {
+		s.onStarted(w, nil, err)
+		return w
 	}
-	w.readyTimer = time.AfterFunc(s.opts.ReadyTimeout, func() {
-		s.c.post(func(s *supervisor) { s.readyTimedOut(w) })
-	})
-	s.emit(s.workerEvent(EventSpawned, w))
-	s.log.Debug("recluster: worker spawned", "worker", slot, "pid", pid, "generation", gen)
 	// A worker holds inherited sockets from its first instruction.
-	w.listening = len(names) > 0
+	w.listening = len(passed) > 0
+	s.sys.start(workerSpec{slot: slot, gen: gen, passed: passed}, s.hooks(w))
+	return w
+}
+
+// hooks turn what the system reports on w into calls in the loop.
+func (s *supervisor) hooks(w *Worker) workerHooks {
+	return workerHooks{
+		started: func(p process, err error) { s.post(func(s *supervisor) { s.onStarted(w, p, err) }) },
+		message: func(m proto.Message, fd int) { s.post(func(s *supervisor) { s.onMessage(w, m, fd) }) },
+		malformed: func(err error) {
+			s.post(func(s *supervisor) {
+				s.log.Warn("recluster: ignored a malformed message from a worker", "worker", w.slot, "pid", w.pid, "error", err)
+			})
+		},
+		notify: func(fields map[string]string) { s.post(func(s *supervisor) { s.onNotify(w, fields) }) },
+		notifyRejected: func(sender int) {
+			s.post(func(s *supervisor) {
+				s.log.Warn("recluster: ignored a notify message that did not come from the worker's main process", "worker", w.slot, "pid", w.pid, "sender_pid", sender)
+			})
+		},
+		exited: func(st exitStatus) { s.post(func(s *supervisor) { s.exited(w, st) }) },
+	}
+}
+
+func (s *supervisor) add(w *Worker) {
+	s.workers[w] = struct{}{}
+	s.bySlot[w.slot] = append(s.bySlot[w.slot], w)
+}
+
+func (s *supervisor) remove(w *Worker) {
+	delete(s.workers, w)
+	rest := slices.DeleteFunc(s.bySlot[w.slot], func(o *Worker) bool { return o == w })
+	if len(rest) == 0 {
+		delete(s.bySlot, w.slot)
+	} else {
+		s.bySlot[w.slot] = rest
+	}
+	if s.reload != nil && s.reload.standby[w.slot] == w {
+		delete(s.reload.standby, w.slot)
+	}
+}
+
+func (s *supervisor) onStarted(w *Worker, p process, err error) {
+	if s.runResult != nil {
+		s.pendingStarts--
+	}
+	if err != nil {
+		s.release(w)
+		s.startFailedFor(w, fmt.Errorf("cannot start worker %d (%s): %w", w.slot, s.program, err))
+		return
+	}
+	w.proc, w.pid = p, p.pid()
+	w.started = s.sys.now()
+	w.lastBeat = w.started
+	s.emit(s.workerEvent(EventSpawned, w))
+	s.log.Debug("recluster: worker spawned", "worker", w.slot, "pid", w.pid, "generation", w.gen)
+	if s.runResult != nil && s.pendingStarts == 0 {
+		s.runResult <- nil
+		s.runResult = nil
+	}
+	if w.killed || w.state == WorkerDraining {
+		// Told to go before it had started: it serves nobody yet.
+		s.kill(w, "it was no longer needed when it started")
+		return
+	}
 	switch {
 	case s.opts.ReadyWhen == Started:
 		s.markReady(w)
 	case s.opts.ReadyWhen == Listening && w.listening && s.opts.MinUptime < 0:
 		s.markReady(w)
 	case s.opts.ReadyWhen == Listening && w.listening:
-		w.settleTimer = time.AfterFunc(s.opts.MinUptime, func() {
-			s.c.post(func(s *supervisor) {
-				if s.alive(w) {
-					s.markReady(w)
-				}
-			})
+		w.settleTimer = s.after(s.opts.MinUptime, func(s *supervisor) {
+			if s.alive(w) {
+				s.markReady(w)
+			}
 		})
 	}
-	return w, nil
 }
 
-// readChannel turns the worker's channel messages into supervisor calls.
-func (s *supervisor) readChannel(w *Worker) {
-	for {
-		m, fd, err := w.conn.Receive()
-		if errors.Is(err, proto.ErrMalformed) {
-			s.c.post(func(s *supervisor) {
-				s.log.Warn("recluster: ignored a malformed message from a worker", "worker", w.slot, "pid", w.pid, "error", err)
-			})
-			continue
-		}
-		if err != nil {
-			return
-		}
-		if fd >= 0 {
-			unix.Close(fd) // workers have no business sending descriptors
-		}
-		s.c.post(func(s *supervisor) { s.onMessage(w, m) })
+// startFailedFor handles a worker whose process could not be started.
+func (s *supervisor) startFailedFor(w *Worker, err error) {
+	if s.runResult != nil {
+		s.failRun(fmt.Errorf("recluster: %w", err))
+		return
+	}
+	s.log.Error("recluster: "+err.Error(), "worker", w.slot, "generation", w.gen)
+	if op := s.restartOps[w.slot]; op != nil && op.succ == w {
+		s.finishRestart(op, fmt.Errorf("%w: %w", ErrRestartAborted, err))
+		return
+	}
+	s.diedBeforeReady(w)
+	if s.reload != nil && w.gen == s.reload.gen {
+		s.abortReload(fmt.Errorf("recluster: reload aborted: %w", err), ReloadAborted)
+		return
+	}
+	switch s.phase {
+	case PhaseRunning:
+		s.reconcileSlot(w.slot)
+	case PhaseTerminating:
+		s.stopIfEmpty()
 	}
 }
 
-func (s *supervisor) alive(w *Worker) bool { return s.workers[w.pid] == w }
+func (s *supervisor) alive(w *Worker) bool {
+	_, ok := s.workers[w]
+	return ok
+}
 
-func (s *supervisor) onMessage(w *Worker, m proto.Message) {
+// onMessage acts on a message from w's channel; fd, when >= 0, is a
+// descriptor that came with it.
+func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
+	if fd >= 0 {
+		s.sys.closeFD(fd) // no message carries one the master uses yet
+	}
 	if !s.alive(w) {
 		return
 	}
@@ -358,7 +316,7 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message) {
 		w.retireAsked = true
 		s.replace(w, "the worker asked to be replaced")
 	case proto.CmdHeartbeat:
-		w.lastBeat = time.Now()
+		w.lastBeat = s.sys.now()
 	case proto.CmdStatus:
 		w.status = m.Status
 	default:
@@ -379,7 +337,7 @@ func (s *supervisor) onNotify(w *Worker, fields map[string]string) {
 		w.status = st
 	}
 	if fields["WATCHDOG"] == "1" {
-		w.lastBeat = time.Now()
+		w.lastBeat = s.sys.now()
 	}
 }
 
@@ -390,7 +348,7 @@ func (s *supervisor) onListen(w *Worker, m proto.Message) {
 	}
 	sock, err := s.sockets.get(network, m.Address, w.slot)
 	if err != nil {
-		w.conn.Send(proto.Message{Cmd: proto.CmdListen, ID: m.ID, Error: err.Error()}, -1)
+		w.proc.send(proto.Message{Cmd: proto.CmdListen, ID: m.ID, Error: err.Error()}, -1)
 		s.log.Error("recluster: "+err.Error(), "event", string(EventListenFailed), "worker", w.slot, "pid", w.pid)
 		e := s.workerEvent(EventListenFailed, w)
 		e.Err = err
@@ -398,10 +356,7 @@ func (s *supervisor) onListen(w *Worker, m proto.Message) {
 		return
 	}
 	reply := proto.Message{Cmd: proto.CmdListen, ID: m.ID, Network: sock.addr.Network(), Address: sock.addr.String()}
-	if err := w.conn.Send(reply, sock.fd); err != nil {
-		s.log.Warn("recluster: could not hand a listener to a worker", "worker", w.slot, "pid", w.pid, "error", err)
-		return
-	}
+	w.proc.send(reply, sock.fd)
 	w.listening = true
 	e := s.workerEvent(EventListening, w)
 	e.Addr = sock.addr
@@ -412,19 +367,22 @@ func (s *supervisor) onListen(w *Worker, m proto.Message) {
 }
 
 func (s *supervisor) markReady(w *Worker) {
-	if w.state != stateStarting {
+	if w.state != WorkerStarting {
 		return
 	}
 	w.readyTimer.Stop()
-	w.readyAt = time.Now()
-	s.failures[w.slot] = 0
+	w.readyAt = s.sys.now()
+	delete(s.failures, w.slot)
 	s.emit(s.workerEvent(EventReady, w))
-	if s.reload != nil && w.gen == s.reload.gen {
-		w.state = stateStandby
+	if r := s.reload; r != nil && w.gen == r.gen {
+		w.state = WorkerStandby
+		if w.slot < s.slots {
+			r.standby[w.slot] = w
+		}
 		s.maybeCommit()
 		return
 	}
-	if w.slot >= s.slots || s.phase != phaseRunning {
+	if w.slot >= s.slots || s.phase != PhaseRunning {
 		s.drain(w, "not needed any more")
 		return
 	}
@@ -434,12 +392,12 @@ func (s *supervisor) markReady(w *Worker) {
 // activate makes w its slot's active worker; whoever served the slot
 // before is told to go only now, so the slot never goes without one.
 func (s *supervisor) activate(w *Worker) {
-	for _, old := range s.workers {
-		if old != w && old.slot == w.slot && old.state == stateActive {
+	for _, old := range s.bySlot[w.slot] {
+		if old != w && old.state == WorkerActive {
 			s.drain(old, fmt.Sprintf("replaced by pid %d", w.pid))
 		}
 	}
-	w.state = stateActive
+	w.state = WorkerActive
 	s.emit(s.workerEvent(EventActive, w))
 	if w.retireAsked {
 		s.replace(w, "the worker asked to be replaced")
@@ -447,12 +405,12 @@ func (s *supervisor) activate(w *Worker) {
 }
 
 func (s *supervisor) readyTimedOut(w *Worker) {
-	if !s.alive(w) || w.state != stateStarting {
+	if !s.alive(w) || w.state != WorkerStarting {
 		return
 	}
 	cause := fmt.Sprintf("was not ready within %v (ReadyWhen=%s)", s.opts.ReadyTimeout, s.opts.ReadyWhen)
 	if s.reload != nil && w.gen == s.reload.gen {
-		s.abortReload(fmt.Errorf("recluster: reload aborted: slot %d (pid %d) %s", w.slot, w.pid, cause), "aborted")
+		s.abortReload(fmt.Errorf("recluster: reload aborted: slot %d (pid %d) %s", w.slot, w.pid, cause), ReloadAborted)
 		return
 	}
 	s.kill(w, cause)
@@ -461,7 +419,7 @@ func (s *supervisor) readyTimedOut(w *Worker) {
 // replace starts a successor for an active worker, through the same
 // ready-gated path as a reload: w serves until the successor is ready.
 func (s *supervisor) replace(w *Worker, reason string) {
-	if w.state != stateActive || w.retiring || s.phase != phaseRunning {
+	if w.state != WorkerActive || w.retiring || s.phase != PhaseRunning {
 		return
 	}
 	w.retiring = true
@@ -469,10 +427,7 @@ func (s *supervisor) replace(w *Worker, reason string) {
 	e.Reason = reason
 	s.emit(e)
 	s.log.Info("recluster: replacing worker", "worker", w.slot, "pid", w.pid, "reason", reason)
-	if _, err := s.spawn(w.slot, s.gen); err != nil {
-		s.log.Error(err.Error())
-		s.reconcile()
-	}
+	s.spawn(w.slot, s.gen)
 }
 
 // sweepInterval is how often heartbeats, ages and memory are checked.
@@ -488,24 +443,24 @@ func (s *supervisor) scheduleSweep() {
 	if s.opts.HeartbeatTimeout <= 0 && s.opts.MaxAge <= 0 && s.opts.MaxRSS <= 0 {
 		return // nothing to check: the master stays idle
 	}
-	s.sweepTimer = time.AfterFunc(s.sweepInterval(), func() { s.c.post((*supervisor).sweep) })
+	s.sweepTimer = s.after(s.sweepInterval(), (*supervisor).sweep)
 }
 
 // sweep replaces hung workers and recycles old or bloated ones.
 func (s *supervisor) sweep() {
-	if s.phase != phaseRunning {
+	if s.phase != PhaseRunning {
 		return
 	}
-	now := time.Now()
-	for _, w := range s.workers {
-		if w.state == stateDraining || w.killed {
+	now := s.sys.now()
+	for w := range s.workers {
+		if w.state == WorkerDraining || w.killed || w.proc == nil {
 			continue
 		}
 		if hb := s.opts.HeartbeatTimeout; hb > 0 && now.Sub(w.lastBeat) > hb {
 			s.kill(w, fmt.Sprintf("no heartbeat for %v (heartbeat timeout %v)", now.Sub(w.lastBeat).Round(time.Millisecond), hb))
 			continue
 		}
-		if w.state != stateActive || w.retiring || s.reload != nil {
+		if w.state != WorkerActive || w.retiring || s.reload != nil {
 			continue
 		}
 		if w.maxAge > 0 && now.Sub(w.started) > w.maxAge {
@@ -513,7 +468,7 @@ func (s *supervisor) sweep() {
 			continue
 		}
 		if s.opts.MaxRSS > 0 {
-			if rss, _, ok := procUsage(w.pid); ok && rss > s.opts.MaxRSS {
+			if rss, _, ok := s.sys.usage(w.pid); ok && rss > s.opts.MaxRSS {
 				s.replace(w, fmt.Sprintf("RSS %d bytes over the limit of %d", rss, s.opts.MaxRSS))
 			}
 		}
@@ -521,29 +476,20 @@ func (s *supervisor) sweep() {
 	s.scheduleSweep()
 }
 
-// giveToWorkers hands a path the workers must reach (the notify sockets)
-// to the account they run as.
-func (s *supervisor) giveToWorkers(path string) error {
-	if s.credential == nil {
-		return nil
-	}
-	if err := os.Chown(path, int(s.credential.Uid), int(s.credential.Gid)); err != nil {
-		return fmt.Errorf("recluster: %w", err)
-	}
-	return nil
-}
-
 // drain tells w to disconnect and kills it if it is still there after
 // Timeout.
 func (s *supervisor) drain(w *Worker, reason string) {
-	if w.state == stateDraining {
+	if w.state == WorkerDraining {
 		return
 	}
-	w.state = stateDraining
+	w.state = WorkerDraining
 	w.readyTimer.Stop()
-	w.conn.Send(proto.Message{Cmd: proto.CmdDisconnect}, -1)
+	if w.proc == nil {
+		return // onStarted kills it: it cannot be serving anyone yet
+	}
+	w.proc.send(proto.Message{Cmd: proto.CmdDisconnect}, -1)
 	if s.opts.StopSignal != 0 {
-		syscall.Kill(w.pid, s.opts.StopSignal)
+		w.proc.signal(s.opts.StopSignal)
 	}
 	e := s.workerEvent(EventDisconnect, w)
 	e.Reason = reason
@@ -553,123 +499,101 @@ func (s *supervisor) drain(w *Worker, reason string) {
 		s.kill(w, reason)
 		return
 	}
-	w.killTimer = time.AfterFunc(s.opts.Timeout, func() {
-		s.c.post(func(s *supervisor) {
-			if s.alive(w) {
-				s.kill(w, fmt.Sprintf("still running %v after it was told to disconnect", s.opts.Timeout))
-			}
-		})
+	w.killTimer = s.after(s.opts.Timeout, func(s *supervisor) {
+		if s.alive(w) {
+			s.kill(w, fmt.Sprintf("still running %v after it was told to disconnect", s.opts.Timeout))
+		}
 	})
 }
 
+// kill ends w at once; a worker whose process has not started yet is
+// killed by onStarted.
 func (s *supervisor) kill(w *Worker, reason string) {
 	w.killed = true
-	syscall.Kill(-w.pid, syscall.SIGKILL)
-	syscall.Kill(w.pid, syscall.SIGKILL)
+	if w.proc == nil {
+		return
+	}
+	w.proc.kill()
 	e := s.workerEvent(EventKilled, w)
 	e.Reason = reason
 	s.emit(e)
 	s.log.Warn("recluster: worker killed", "event", string(EventKilled), "worker", w.slot, "pid", w.pid, "reason", reason)
 }
 
-func (s *supervisor) killAll(reason string) {
-	for _, w := range s.workers {
+// killAll kills every worker and returns how many there were.
+func (s *supervisor) killAll(reason string) int {
+	for w := range s.workers {
 		s.kill(w, reason)
 	}
+	return len(s.workers)
 }
 
-func (s *supervisor) reap() {
-	var ws syscall.WaitStatus
-	if s.opts.ReapOrphans {
-		for {
-			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-			if pid <= 0 || err != nil {
-				return
-			}
-			if w := s.workers[pid]; w != nil {
-				s.exited(w, ws)
-			}
-		}
-	}
-	for pid, w := range s.workers {
-		if got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got == pid && err == nil {
-			s.exited(w, ws)
-		}
-	}
-}
-
-func describeExit(ws syscall.WaitStatus) string {
-	if ws.Signaled() {
-		return "was killed by signal " + ws.Signal().String()
-	}
-	return "exited with code " + strconv.Itoa(ws.ExitStatus())
-}
-
-// release lets go of what the master holds for a worker that has exited.
+// release lets go of what the master holds for a worker that has exited
+// (or never started).
 func (s *supervisor) release(w *Worker) {
-	delete(s.workers, w.pid)
-	w.readyTimer.Stop()
-	if w.killTimer != nil {
-		w.killTimer.Stop()
+	s.remove(w)
+	for _, t := range []timer{w.readyTimer, w.killTimer, w.settleTimer} {
+		if t != nil {
+			t.Stop()
+		}
 	}
-	if w.settleTimer != nil {
-		w.settleTimer.Stop()
+	if w.proc != nil {
+		w.proc.release()
 	}
-	w.conn.Close()
-	if w.notify != nil {
-		w.notify.close()
-	}
-	// What the worker started in its process group must not outlive it
-	// and keep the port.
-	syscall.Kill(-w.pid, syscall.SIGKILL)
 }
 
-func (s *supervisor) exited(w *Worker, ws syscall.WaitStatus) {
+func (s *supervisor) exited(w *Worker, st exitStatus) {
+	if !s.alive(w) {
+		return
+	}
 	s.release(w)
 
 	e := s.workerEvent(EventExited, w)
-	e.ExitCode = ws.ExitStatus()
-	if ws.Signaled() {
-		e.ExitCode, e.Signal = -1, ws.Signal()
-	}
+	e.ExitCode, e.Signal = st.code, st.signal
 	s.emit(e)
-	expected := w.state == stateDraining
+	expected := w.state == WorkerDraining
 	if !expected && !w.killed { // a kill has its line already, with the reason
-		s.log.Warn("recluster: worker "+describeExit(ws), "event", string(EventExited), "worker", w.slot, "pid", w.pid, "generation", w.gen, "state", w.state.String())
+		s.log.Warn("recluster: worker "+st.String(), "event", string(EventExited), "worker", w.slot, "pid", w.pid, "generation", w.gen, "state", w.state.String())
 	}
-	// A worker of an unfinished reload says nothing about its slot's health:
-	// the active generation still serves it.
-	if w.readyAt.IsZero() && !expected && w.gen <= s.gen {
-		s.failures[w.slot]++
-		if s.failures[w.slot] == crashLoopThreshold {
-			s.log.Error("recluster: slot is failing: its workers keep dying before they are ready; check the program's output", "worker", w.slot, "in_a_row", crashLoopThreshold)
-		}
+	if !expected {
+		s.diedBeforeReady(w)
 	}
 	if s.reload != nil && w.gen == s.reload.gen && !expected {
 		when := "before it was ready"
-		if w.state == stateStandby {
+		if w.state == WorkerStandby {
 			when = "while it waited for the rest of its generation"
 		}
-		s.abortReload(fmt.Errorf("recluster: reload aborted: slot %d (pid %d) %s %s", w.slot, w.pid, describeExit(ws), when), "aborted")
+		s.abortReload(fmt.Errorf("recluster: reload aborted: slot %d (pid %d) %s %s", w.slot, w.pid, st, when), ReloadAborted)
 	}
 	switch s.phase {
-	case phaseRunning:
-		s.reconcile()
-	case phaseTerminating:
-		if len(s.workers) == 0 {
-			s.stop()
-		}
+	case PhaseRunning:
+		s.reconcileSlot(w.slot)
+	case PhaseTerminating:
+		s.stopIfEmpty()
+	}
+}
+
+// diedBeforeReady counts an unasked end of w towards its slot's crash
+// loop. A worker of an unfinished reload says nothing about its slot's
+// health: the active generation still serves it.
+func (s *supervisor) diedBeforeReady(w *Worker) {
+	if !w.readyAt.IsZero() || w.gen > s.gen || w.slot >= s.slots {
+		return
+	}
+	s.failures[w.slot]++
+	if s.failures[w.slot] == crashLoopThreshold {
+		s.log.Error("recluster: slot is failing: its workers keep dying before they are ready; check the program's output", "worker", w.slot, "in_a_row", crashLoopThreshold)
 	}
 }
 
 // covered reports whether slot has, or is getting, a worker of the active
 // generation that means to stay.
 func (s *supervisor) covered(slot int) bool {
-	for _, w := range s.workers {
-		if w.slot != slot || (s.reload != nil && w.gen == s.reload.gen) {
+	for _, w := range s.bySlot[slot] {
+		if s.reload != nil && w.gen == s.reload.gen {
 			continue
 		}
-		if w.state == stateStarting || (w.state == stateActive && !w.retiring) {
+		if w.state == WorkerStarting || (w.state == WorkerActive && !w.retiring) {
 			return true
 		}
 	}
@@ -678,41 +602,37 @@ func (s *supervisor) covered(slot int) bool {
 
 // reconcile schedules a paced respawn for every slot left without a worker.
 func (s *supervisor) reconcile() {
-	if s.phase != phaseRunning {
-		return
-	}
 	for slot := 0; slot < s.slots; slot++ {
-		if s.respawns[slot] != nil || s.covered(slot) {
-			continue
-		}
-		delay := s.pacer.next(time.Now())
-		s.restarts[slot]++
-		var timer *time.Timer
-		timer = time.AfterFunc(delay, func() {
-			s.c.post(func(s *supervisor) { s.respawnNow(slot, timer) })
-		})
-		s.respawns[slot] = timer
-		e := s.clusterEvent(EventRespawnScheduled, s.gen)
-		e.Slot, e.Delay = slot, delay
-		s.emit(e)
-		if !s.opts.DisableRespawnLog {
-			s.log.Info("recluster: respawning worker", "worker", slot, "in", delay.Round(time.Millisecond).String())
-		}
+		s.reconcileSlot(slot)
 	}
 }
 
-func (s *supervisor) respawnNow(slot int, timer *time.Timer) {
-	if s.respawns[slot] != timer {
+func (s *supervisor) reconcileSlot(slot int) {
+	if s.phase != PhaseRunning || slot >= s.slots || s.respawns[slot] != nil || s.covered(slot) {
+		return
+	}
+	delay := s.pacer.next(s.sys.now())
+	s.restarts[slot]++
+	var t timer
+	t = s.after(delay, func(s *supervisor) { s.respawnNow(slot, t) })
+	s.respawns[slot] = t
+	e := s.clusterEvent(EventRespawnScheduled, s.gen)
+	e.Slot, e.Delay = slot, delay
+	s.emit(e)
+	if !s.opts.DisableRespawnLog {
+		s.log.Info("recluster: respawning worker", "worker", slot, "in", delay.Round(time.Millisecond).String())
+	}
+}
+
+func (s *supervisor) respawnNow(slot int, t timer) {
+	if s.respawns[slot] != t {
 		return
 	}
 	delete(s.respawns, slot)
-	if s.phase != phaseRunning || slot >= s.slots || s.covered(slot) {
+	if s.phase != PhaseRunning || slot >= s.slots || s.covered(slot) {
 		return
 	}
-	if _, err := s.spawn(slot, s.gen); err != nil {
-		s.log.Error(err.Error())
-		s.reconcile()
-	}
+	s.spawn(slot, s.gen)
 }
 
 func (s *supervisor) cancelRespawns(fromSlot int) {
@@ -725,22 +645,20 @@ func (s *supervisor) cancelRespawns(fromSlot int) {
 }
 
 func (s *supervisor) startReload(result chan error) {
-	if s.phase != phaseRunning {
+	if s.phase != PhaseRunning {
 		result <- ErrNotRunning
 		return
 	}
 	if s.reload != nil {
-		s.abortReload(ErrSuperseded, "superseded")
+		s.abortReload(ErrSuperseded, ReloadSuperseded)
 	}
 	s.lastGen++
-	r := &reloadOp{gen: s.lastGen, started: time.Now(), waiters: []chan error{result}}
+	r := &reloadOp{gen: s.lastGen, started: s.sys.now(), waiters: []chan error{result}, standby: map[int]*Worker{}}
 	s.reload = r
 	s.emit(s.clusterEvent(EventReloadStarted, r.gen))
 	s.log.Info("recluster: reload started", "generation", r.gen)
 	for slot := 0; slot < s.slots && s.reload == r; slot++ {
-		if _, err := s.spawn(slot, r.gen); err != nil {
-			s.abortReload(fmt.Errorf("recluster: reload aborted: %w", err), "aborted")
-		}
+		s.spawn(slot, r.gen)
 	}
 }
 
@@ -748,30 +666,22 @@ func (s *supervisor) startReload(result chan error) {
 // workers are ready.
 func (s *supervisor) maybeCommit() {
 	r := s.reload
-	ready := map[int]*Worker{}
-	for _, w := range s.workers {
-		if w.gen == r.gen && w.state == stateStandby {
-			ready[w.slot] = w
-		}
-	}
-	for slot := 0; slot < s.slots; slot++ {
-		if ready[slot] == nil {
-			return
-		}
+	if len(r.standby) < s.slots {
+		return
 	}
 	s.reload = nil
 	s.gen = r.gen
 	s.cancelRespawns(0)
-	for _, w := range ready {
-		s.activate(w)
+	for slot := 0; slot < s.slots; slot++ {
+		s.activate(r.standby[slot])
 	}
-	for _, w := range s.workers {
-		if w.gen < r.gen && w.state == stateStarting {
+	for w := range s.workers {
+		if w.gen < r.gen && w.state == WorkerStarting {
 			s.drain(w, "its generation was replaced")
 		}
 	}
-	took := time.Since(r.started)
-	s.reloads["committed"]++
+	took := s.sys.now().Sub(r.started)
+	s.reloads[ReloadCommitted]++
 	e := s.clusterEvent(EventReloadCommitted, r.gen)
 	e.Duration = took
 	s.emit(e)
@@ -781,41 +691,40 @@ func (s *supervisor) maybeCommit() {
 	}
 }
 
+// hasActive reports whether slot has an active worker.
+func (s *supervisor) hasActive(slot int) bool {
+	return slices.ContainsFunc(s.bySlot[slot], func(w *Worker) bool { return w.state == WorkerActive })
+}
+
 // abortReload drops the reload in progress; the active generation goes on.
-func (s *supervisor) abortReload(err error, result string) {
+func (s *supervisor) abortReload(err error, outcome ReloadOutcome) {
 	r := s.reload
 	if r == nil {
 		return
 	}
 	s.reload = nil
-	served := map[int]bool{}
-	for _, w := range s.workers {
-		if w.state == stateActive {
-			served[w.slot] = true
-		}
-	}
-	for _, w := range s.workers {
+	for w := range s.workers {
 		if w.gen != r.gen {
 			continue
 		}
-		if w.state == stateStandby && !served[w.slot] && w.slot < s.slots && s.phase == phaseRunning {
+		if w.state == WorkerStandby && !s.hasActive(w.slot) && w.slot < s.slots && s.phase == PhaseRunning {
 			// Its old worker died meanwhile: the new one is the slot's only
 			// ready worker, so it stays until the slot's respawn is ready.
 			s.activate(w)
 			continue
 		}
-		if w.state == stateStarting && !w.listening {
-			w.state = stateDraining             // its exit is expected now
+		if w.state == WorkerStarting && !w.listening {
+			w.state = WorkerDraining            // its exit is expected now
 			s.kill(w, "its reload was aborted") // it cannot be serving anyone yet
 		} else {
 			s.drain(w, "its reload was aborted")
 		}
 	}
-	s.reloads[result]++
+	s.reloads[outcome]++
 	e := s.clusterEvent(EventReloadAborted, r.gen)
-	e.Err, e.Reason = err, result
+	e.Err, e.Reason = err, string(outcome)
 	s.emit(e)
-	if result == "superseded" {
+	if outcome == ReloadSuperseded {
 		s.log.Info("recluster: reload superseded by a newer one", "generation", r.gen)
 	} else {
 		s.log.Error(err.Error(), "event", string(EventReloadAborted), "generation", r.gen)
@@ -828,12 +737,12 @@ func (s *supervisor) abortReload(err error, result string) {
 
 func (s *supervisor) abortReloadFor(result chan error, err error) {
 	if s.reload != nil && slices.Contains(s.reload.waiters, result) {
-		s.abortReload(err, "aborted")
+		s.abortReload(err, ReloadAborted)
 	}
 }
 
 func (s *supervisor) scale(n int) error {
-	if s.phase != phaseRunning {
+	if s.phase != PhaseRunning {
 		return ErrNotRunning
 	}
 	old := s.slots
@@ -843,15 +752,9 @@ func (s *supervisor) scale(n int) error {
 	s.slots = n
 	s.log.Info("recluster: scaling", "from", old, "to", n)
 	for slot := old; slot < n; slot++ {
-		if _, err := s.spawn(slot, s.gen); err != nil {
-			s.abortReload(fmt.Errorf("recluster: reload aborted: %w", err), "aborted")
-			s.reconcile()
-			return err
-		}
+		s.spawn(slot, s.gen)
 		if s.reload != nil {
-			if _, err := s.spawn(slot, s.reload.gen); err != nil {
-				s.abortReload(fmt.Errorf("recluster: reload aborted: %w", err), "aborted")
-			}
+			s.spawn(slot, s.reload.gen)
 		}
 	}
 	if n < old && s.opts.Sticky {
@@ -863,10 +766,13 @@ func (s *supervisor) scale(n int) error {
 		s.cancelRespawns(n)
 		for slot := n; slot < old; slot++ {
 			s.sockets.releaseSlot(slot)
-		}
-		for _, w := range s.workers {
-			if w.slot >= n {
+			for _, w := range s.bySlot[slot] {
 				s.drain(w, "scaled down")
+			}
+			delete(s.failures, slot)
+			delete(s.restarts, slot)
+			if s.reload != nil {
+				delete(s.reload.standby, slot)
 			}
 		}
 		if s.reload != nil {
@@ -878,71 +784,86 @@ func (s *supervisor) scale(n int) error {
 
 func (s *supervisor) terminate(result chan error) {
 	switch s.phase {
-	case phaseIdle, phaseStopped:
+	case PhaseIdle, PhaseStopped:
 		s.stop()
 		result <- nil
 		return
-	case phaseTerminating:
+	case PhaseTerminating:
 		s.terminateWaiters = append(s.terminateWaiters, result)
 		return
 	}
-	s.phase = phaseTerminating
+	s.phase = PhaseTerminating
 	s.terminateWaiters = append(s.terminateWaiters, result)
 	s.log.Info("recluster: terminating", "workers", len(s.workers))
 	s.cancelRespawns(0)
-	s.abortReload(errors.New("recluster: reload aborted: the cluster is terminating"), "aborted")
-	for _, w := range s.workers {
+	s.abortReload(errors.New("recluster: reload aborted: the cluster is terminating"), ReloadAborted)
+	for w := range s.workers {
 		s.drain(w, "terminate")
 	}
-	if len(s.workers) == 0 {
+	s.stopIfEmpty()
+}
+
+func (s *supervisor) stopIfEmpty() {
+	if s.phase == PhaseTerminating && len(s.workers) == 0 {
 		s.stop()
 	}
 }
 
 // stop releases what the cluster holds; the loop ends after it.
 func (s *supervisor) stop() {
-	if s.phase == phaseStopped {
+	if s.phase == PhaseStopped {
 		return
 	}
-	s.phase = phaseStopped
+	s.phase = PhaseStopped
 	s.cancelRespawns(0)
 	if s.sweepTimer != nil {
 		s.sweepTimer.Stop()
 	}
 	s.sockets.closeAll()
-	if s.runtimeDir != "" {
-		os.RemoveAll(s.runtimeDir)
-	}
+	s.sys.cleanup()
 	if !s.startFailed { // Run's error says it all
 		s.emit(s.clusterEvent(EventStopped, s.gen))
 	}
 	s.events.close()
+	if s.runResult != nil {
+		s.runResult <- ErrNotRunning
+		s.runResult = nil
+	}
 	for _, ch := range s.terminateWaiters {
 		ch <- nil
 	}
 	s.terminateWaiters = nil
 }
 
+// sortedWorkers returns the workers whose processes have started, by slot
+// and then by generation.
 func (s *supervisor) sortedWorkers() []*Worker {
 	ws := make([]*Worker, 0, len(s.workers))
-	for _, w := range s.workers {
-		ws = append(ws, w)
+	for w := range s.workers {
+		if w.proc != nil {
+			ws = append(ws, w)
+		}
 	}
 	slices.SortFunc(ws, func(a, b *Worker) int {
 		if a.slot != b.slot {
 			return a.slot - b.slot
 		}
-		return a.gen - b.gen
+		if a.gen != b.gen {
+			return a.gen - b.gen
+		}
+		return a.pid - b.pid
 	})
 	return ws
 }
 
+// status is the snapshot of the cluster without the processes' figures,
+// which Cluster.Status reads off the loop.
 func (s *supervisor) status() Status {
 	st := Status{
-		Phase:      s.phase.String(),
+		Phase:      s.phase,
 		Slots:      s.slots,
 		Generation: s.gen,
-		Reloads:    map[string]int{},
+		Reloads:    map[ReloadOutcome]int{},
 		Workers:    []WorkerStatus{},
 	}
 	if s.reload != nil {
@@ -952,12 +873,10 @@ func (s *supervisor) status() Status {
 		st.Reloads[k] = v
 	}
 	for _, w := range s.sortedWorkers() {
-		rss, cpu, _ := procUsage(w.pid)
 		st.Workers = append(st.Workers, WorkerStatus{
-			Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state.String(),
+			Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state,
 			Started: w.started, Ready: !w.readyAt.IsZero(), Restarts: s.restarts[w.slot],
 			Status: w.status, Listening: w.listening,
-			RSSBytes: rss, CPUSeconds: cpu.Seconds(),
 		})
 	}
 	if s.opts.Sticky {

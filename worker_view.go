@@ -3,8 +3,6 @@ package recluster
 import (
 	"fmt"
 	"time"
-
-	"github.com/recluster-go/recluster/internal/proto"
 )
 
 // Worker is the master's view of one worker process. Its methods return
@@ -17,10 +15,9 @@ type Worker struct {
 	started time.Time
 
 	// Owned by the supervisor goroutine.
-	state       workerState
+	state       WorkerState
 	readyAt     time.Time
-	conn        *proto.Conn
-	notify      *notifySocket
+	proc        process       // nil until the process has started
 	retiring    bool          // it is being replaced and serves until then
 	retireAsked bool          // it asked to be replaced, maybe before it was active
 	killed      bool          // SIGKILL was sent
@@ -28,10 +25,9 @@ type Worker struct {
 	listening   bool
 	status      string // the worker's last STATUS= or status message
 	lastBeat    time.Time
-	readyTimer  *time.Timer
-	killTimer   *time.Timer
-	settleTimer *time.Timer   // MinUptime, for ReadyWhen=Listening with Sockets
-	outputsDone chan struct{} // closed when its output has been copied
+	readyTimer  timer
+	killTimer   timer
+	settleTimer timer // MinUptime, for ReadyWhen=Listening with Sockets
 }
 
 // ID returns the worker's slot, which is its WORKER_ID.
@@ -52,42 +48,17 @@ func (w *Worker) String() string {
 	return fmt.Sprintf("worker %d (pid %d, gen %d)", w.slot, w.pid, w.gen)
 }
 
-type workerState int
-
-const (
-	stateStarting workerState = iota // spawned, not ready yet
-	stateStandby                     // ready, waiting for its generation to take over
-	stateActive                      // serving its slot
-	stateDraining                    // told to disconnect
-)
-
-func (s workerState) String() string {
-	switch s {
-	case stateStarting:
-		return "starting"
-	case stateStandby:
-		return "standby"
-	case stateActive:
-		return "active"
-	case stateDraining:
-		return "draining"
-	}
-	return "unknown"
-}
-
 // WorkerStatus is a snapshot of one worker.
 type WorkerStatus struct {
-	Slot       int `json:"slot"`
-	PID        int `json:"pid"`
-	Generation int `json:"generation"`
-	// State is one of starting, standby (ready, waiting for the rest of its
-	// generation), active, draining.
-	State     string    `json:"state"`
-	Started   time.Time `json:"started"`
-	Ready     bool      `json:"ready"`
-	Restarts  int       `json:"restarts"` // of its slot, since the cluster started
-	Status    string    `json:"status,omitempty"`
-	Listening bool      `json:"listening"`
+	Slot       int         `json:"slot"`
+	PID        int         `json:"pid"`
+	Generation int         `json:"generation"`
+	State      WorkerState `json:"state"`
+	Started    time.Time   `json:"started"`
+	Ready      bool        `json:"ready"`
+	Restarts   int         `json:"restarts"` // of its slot, since the cluster started
+	Status     string      `json:"status,omitempty"`
+	Listening  bool        `json:"listening"`
 	// RSSBytes and CPUSeconds are read from /proc when the snapshot is
 	// taken (Linux only; 0 elsewhere).
 	RSSBytes   int64   `json:"rss_bytes"`
@@ -96,8 +67,7 @@ type WorkerStatus struct {
 
 // Status is a snapshot of a cluster.
 type Status struct {
-	// Phase is one of idle, running, terminating, stopped.
-	Phase string `json:"phase"`
+	Phase Phase `json:"phase"`
 	// Slots is the number of slots (the Workers option, after any Scale).
 	Slots int `json:"slots"`
 	// Generation is the active generation.
@@ -105,8 +75,8 @@ type Status struct {
 	// Reloading is the generation being started by a reload, or 0.
 	Reloading int            `json:"reloading,omitempty"`
 	Workers   []WorkerStatus `json:"workers"`
-	// Reloads counts reloads by result: committed, aborted, superseded.
-	Reloads map[string]int `json:"reloads"`
+	// Reloads counts finished reloads by outcome.
+	Reloads map[ReloadOutcome]int `json:"reloads"`
 	// FailingSlots lists slots whose workers keep dying before they are ready.
 	FailingSlots []int `json:"failing_slots,omitempty"`
 	// Sticky, when Options.Sticky is on, gives each slot's share of the

@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/recluster-go/recluster"
 )
 
 // The states and phases reported with a zero when nothing is in them, so
 // that every series exists from the first scrape.
 var (
-	workerStates = []string{"starting", "standby", "active", "draining"}
-	phases       = []string{"idle", "running", "terminating", "stopped"}
+	workerStates = []recluster.WorkerState{recluster.WorkerStarting, recluster.WorkerStandby, recluster.WorkerActive, recluster.WorkerDraining}
+	phases       = []recluster.Phase{recluster.PhaseIdle, recluster.PhaseRunning, recluster.PhaseTerminating, recluster.PhaseStopped}
 )
 
 var (
@@ -80,19 +81,19 @@ func (cc clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	st := p.st
 	gauge(descUp, 1)
 	for _, ph := range phases {
-		gauge(descPhase, b2f(st.Phase == ph), ph)
+		gauge(descPhase, b2f(st.Phase == ph), ph.String())
 	}
 	gauge(descSlots, float64(st.Slots))
 	gauge(descReadySlots, float64(len(activeSlots(st))))
 	gauge(descGeneration, float64(st.Generation))
 	gauge(descReloading, b2f(st.Reloading != 0))
 
-	byState := map[string]int{}
+	byState := map[recluster.WorkerState]int{}
 	for _, w := range st.Workers {
 		byState[w.State]++
 	}
 	for _, s := range workerStates {
-		gauge(descWorkers, float64(byState[s]), s)
+		gauge(descWorkers, float64(byState[s]), s.String())
 	}
 
 	failing := map[int]bool{}
@@ -109,16 +110,16 @@ func (cc clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	rss := make([]map[string]int64, st.Slots)
+	rss := make([]map[recluster.WorkerState]int64, st.Slots)
 	for slot := range rss {
-		rss[slot] = map[string]int64{}
+		rss[slot] = map[recluster.WorkerState]int64{}
 	}
 	for _, w := range st.Workers {
 		if w.Slot < 0 || w.Slot >= st.Slots {
 			continue // scaled away, draining: counted in recluster_workers
 		}
 		rss[w.Slot][w.State] += w.RSSBytes
-		if w.State != "active" {
+		if w.State != recluster.WorkerActive {
 			continue
 		}
 		slot := strconv.Itoa(w.Slot)
@@ -133,7 +134,7 @@ func (cc clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for slot, byState := range rss {
 		for _, state := range workerStates {
-			gauge(descRSS, float64(byState[state]), strconv.Itoa(slot), state)
+			gauge(descRSS, float64(byState[state]), strconv.Itoa(slot), state.String())
 		}
 	}
 }

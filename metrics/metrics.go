@@ -65,12 +65,12 @@ const (
 // Reload results, the values of the result label of recluster_reloads_total.
 const (
 	// ResultCommitted: the new generation took over.
-	ResultCommitted = "committed"
+	ResultCommitted = string(recluster.ReloadCommitted)
 	// ResultAborted: a new worker failed or the reload was cancelled; the
 	// old generation kept serving.
-	ResultAborted = "aborted"
+	ResultAborted = string(recluster.ReloadAborted)
 	// ResultSuperseded: a newer reload replaced it before it finished.
-	ResultSuperseded = "superseded"
+	ResultSuperseded = string(recluster.ReloadSuperseded)
 )
 
 // DefaultTimeout is how long an endpoint waits for the master's supervisor
@@ -215,7 +215,7 @@ func (m *Metrics) Observe(e recluster.Event) {
 		m.reloadDuration.Observe(e.Duration.Seconds())
 	case recluster.EventReloadAborted:
 		result := ResultAborted
-		if e.Reason == ResultSuperseded {
+		if errors.Is(e.Err, recluster.ErrSuperseded) {
 			result = ResultSuperseded
 		}
 		m.reloads.WithLabelValues(result).Inc()
@@ -273,7 +273,7 @@ func (m *Metrics) snapshot(ctx context.Context) (*probeCall, error) {
 	defer timer.Stop()
 	select {
 	case <-p.done:
-		if p.st.Phase == "" || p.st.Phase == "stopped" {
+		if p.st.Phase == "" || p.st.Phase == recluster.PhaseStopped {
 			return nil, errStopped // Status of a stopped cluster is empty
 		}
 		return p, nil
@@ -287,7 +287,7 @@ func (m *Metrics) snapshot(ctx context.Context) (*probeCall, error) {
 // unready returns, for a running cluster, the slots that have no active
 // worker; for a cluster in any other phase it returns an error.
 func unready(st recluster.Status) ([]int, error) {
-	if st.Phase != "running" {
+	if st.Phase != recluster.PhaseRunning {
 		return nil, fmt.Errorf("the cluster is %s", st.Phase)
 	}
 	active := activeSlots(st)
@@ -304,7 +304,7 @@ func unready(st recluster.Status) ([]int, error) {
 func activeSlots(st recluster.Status) map[int]bool {
 	active := make(map[int]bool, st.Slots)
 	for _, w := range st.Workers {
-		if w.State == "active" && w.Slot >= 0 && w.Slot < st.Slots {
+		if w.State == recluster.WorkerActive && w.Slot >= 0 && w.Slot < st.Slots {
 			active[w.Slot] = true
 		}
 	}

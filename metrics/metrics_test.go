@@ -524,7 +524,7 @@ func TestObserveCauses(t *testing.T) {
 		ev(recluster.EventSpawned, 13), ev(recluster.EventReady, 13), ev(recluster.EventDisconnect, 13), ev(recluster.EventKilled, 13), ev(recluster.EventExited, 13), // killed
 		ev(recluster.EventSpawned, 14), ev(recluster.EventKilled, 14), ev(recluster.EventExited, 14), // killed (ready timeout)
 		ev(recluster.EventExited, 99), // its spawn was never seen: crashed
-		{Kind: recluster.EventReloadAborted, Slot: -1, Reason: "superseded"},
+		{Kind: recluster.EventReloadAborted, Slot: -1, Reason: "superseded", Err: recluster.ErrSuperseded},
 		{Kind: recluster.EventReloadAborted, Slot: -1, Reason: "aborted"},
 		{Kind: recluster.EventReloadCommitted, Slot: -1, Duration: 1500 * time.Millisecond},
 		{Kind: recluster.EventRespawnScheduled, Slot: 3},

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/recluster-go/recluster"
 	"github.com/recluster-go/recluster/internal/control"
 )
 
@@ -109,6 +110,9 @@ func reloadCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	resp, err := control.Do(context.Background(), path, control.Request{Cmd: control.CmdReload, Wait: !noWait},
 		func(r control.Response) { fmt.Fprintln(stderr, "recluster: "+r.Progress) })
+	if errors.Is(err, recluster.ErrSuperseded) {
+		return errors.New("reload superseded: a newer reload replaced this one before it finished, and goes on (see recluster status)")
+	}
 	if err != nil {
 		return err
 	}

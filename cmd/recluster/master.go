@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -159,7 +160,7 @@ func (m *master) onEvent(e recluster.Event) {
 		if m.notify.isStopping() {
 			m.abortedByStop.Store(true)
 		}
-		if e.Reason != "superseded" {
+		if !errors.Is(e.Err, recluster.ErrSuperseded) {
 			m.notify.update(fmt.Sprintf("READY=1\nSTATUS=reload to generation %d aborted", e.Generation))
 		}
 	case recluster.EventStopped:
@@ -176,7 +177,7 @@ func eventLevel(e recluster.Event) slog.Level {
 	case recluster.EventListenFailed:
 		return slog.LevelError
 	case recluster.EventReloadAborted:
-		if e.Reason != "superseded" {
+		if !errors.Is(e.Err, recluster.ErrSuperseded) {
 			return slog.LevelError
 		}
 	case recluster.EventExited:
@@ -194,9 +195,9 @@ func (m *master) allActive() bool {
 	st := m.c.Status()
 	active := map[int]bool{}
 	for _, w := range st.Workers {
-		if w.State == "active" {
+		if w.State == recluster.WorkerActive {
 			active[w.Slot] = true
 		}
 	}
-	return st.Phase == "running" && len(active) >= st.Slots
+	return st.Phase == recluster.PhaseRunning && len(active) >= st.Slots
 }

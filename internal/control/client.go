@@ -11,14 +11,29 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/recluster-go/recluster"
 )
 
 // RemoteError is an error the master answered with: the request reached
 // it and it refused or failed, as opposed to a connection problem.
-type RemoteError struct{ Msg string }
+type RemoteError struct {
+	Msg string
+	// Outcome is the reload's outcome, for a reload answer.
+	Outcome recluster.ReloadOutcome
+}
 
 // Error returns the master's own words.
 func (e *RemoteError) Error() string { return e.Msg }
+
+// Unwrap makes a superseded reload recognisable with
+// errors.Is(err, recluster.ErrSuperseded), as it is in the master.
+func (e *RemoteError) Unwrap() error {
+	if e.Outcome == recluster.ReloadSuperseded {
+		return recluster.ErrSuperseded
+	}
+	return nil
+}
 
 // Do sends req to the master listening on path and returns its final
 // answer. progress, when not nil, receives each progress line. A final
@@ -73,7 +88,7 @@ func Do(ctx context.Context, path string, req Request, progress func(Response)) 
 			if msg == "" {
 				msg = "the master reported a failure without a reason"
 			}
-			return r, &RemoteError{Msg: msg}
+			return r, &RemoteError{Msg: msg, Outcome: r.Outcome}
 		}
 		return r, nil
 	}

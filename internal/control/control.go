@@ -67,6 +67,9 @@ type Response struct {
 	Progress string  `json:"progress,omitempty"`
 	Message  string  `json:"message,omitempty"`
 	Status   *Status `json:"status,omitempty"`
+	// Outcome (reload with Wait) says how the reload ended, so that a
+	// client can tell a superseded reload from a failed one.
+	Outcome recluster.ReloadOutcome `json:"outcome,omitempty"`
 }
 
 // Status is the cluster's recluster.Status plus what only the command

@@ -256,7 +256,7 @@ func (s *Server) handle(conn net.Conn) {
 func (s *Server) reload(req Request, reply func(Response) bool) {
 	c := s.Cluster
 	if !req.Wait {
-		if st := c.Status(); st.Phase != "running" {
+		if st := c.Status(); st.Phase != recluster.PhaseRunning {
 			reply(Response{Error: fmt.Sprintf("cannot reload: the cluster is %s", st.Phase)})
 			return
 		}
@@ -266,11 +266,15 @@ func (s *Server) reload(req Request, reply func(Response) bool) {
 	}
 	reply(Response{Progress: "reload started"})
 	if err := c.Reload(context.Background()); err != nil {
-		reply(Response{Error: err.Error()})
+		outcome := recluster.ReloadAborted
+		if errors.Is(err, recluster.ErrSuperseded) {
+			outcome = recluster.ReloadSuperseded
+		}
+		reply(Response{Error: err.Error(), Outcome: outcome})
 		return
 	}
 	st := c.Status()
-	reply(Response{OK: true, Message: fmt.Sprintf("reload finished: generation %d is active", st.Generation)})
+	reply(Response{OK: true, Outcome: recluster.ReloadCommitted, Message: fmt.Sprintf("reload finished: generation %d is active", st.Generation)})
 }
 
 func (s *Server) scale(req Request, reply func(Response) bool) {
