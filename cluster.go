@@ -88,8 +88,16 @@ type Options struct {
 	// log.respawns, on by default).
 	DisableRespawnLog bool
 	// OnEvent, when set, is called for every lifecycle event, in order, from
-	// a goroutine of its own: it may call the Cluster's methods.
+	// a goroutine of its own: it may call the Cluster's methods. A handler
+	// that falls thousands of events behind misses the newest ones rather
+	// than stall the cluster: an EventMissed in their place says how many.
 	OnEvent func(Event)
+	// OnEventSync, when set, is called for every lifecycle event as it
+	// happens, on the supervisor's own goroutine, before OnEvent: it never
+	// misses one, so it is where counters belong (metrics.Metrics.Observe).
+	// It must return at once and must not call the Cluster's methods,
+	// which would wait for the goroutine it runs on.
+	OnEventSync func(Event)
 
 	// StopSignal, when set, is sent to a worker together with the disconnect
 	// message, for programs that do not read the channel (SIGTERM is the

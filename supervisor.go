@@ -116,8 +116,11 @@ func (s *supervisor) loop() {
 func (s *supervisor) emit(e Event) {
 	e.Time = time.Now()
 	s.observeRestart(e)
-	if !s.events.push(e) && s.events.dropped == 1 {
-		s.log.Warn("recluster: the OnEvent handler is too slow; events are being dropped")
+	if s.opts.OnEventSync != nil {
+		s.opts.OnEventSync(e)
+	}
+	if s.events.push(e) {
+		s.log.Warn("recluster: the OnEvent handler is too slow; it misses events (an EventMissed says how many)")
 	}
 }
 
@@ -362,6 +365,7 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message) {
 	case proto.CmdStatus:
 		w.status = m.Status
 	default:
+		s.noteUnknown(w, m.Cmd)
 		e := s.workerEvent(EventMessage, w)
 		e.Message = m.Cmd
 		s.emit(e)
@@ -626,6 +630,7 @@ func (s *supervisor) release(w *Worker) {
 
 func (s *supervisor) exited(w *Worker, ws syscall.WaitStatus) {
 	s.release(w)
+	s.reportUnknown(w)
 
 	e := s.workerEvent(EventExited, w)
 	e.ExitCode = ws.ExitStatus()

@@ -32,6 +32,7 @@ type Worker struct {
 	killTimer   *time.Timer
 	settleTimer *time.Timer   // MinUptime, for ReadyWhen=Listening with Sockets
 	outputsDone chan struct{} // closed when its output has been copied
+	unknown     unknownCommands
 }
 
 // ID returns the worker's slot, which is its WORKER_ID.
