@@ -26,6 +26,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/recluster-go/recluster/internal/asynclog"
 )
 
 // ReadyWhen says when a new worker counts as ready to replace an old one.
@@ -82,7 +84,10 @@ type Options struct {
 	// Dir is the workers' working directory; default the master's.
 	Dir string
 
-	// Logger receives the cluster's log; default slog.Default().
+	// Logger receives the cluster's log, on the supervisor's goroutine: a
+	// handler that blocks stalls the cluster. Default slog.Default(),
+	// through a bounded queue that drops (and counts) lines rather than
+	// wait for a stuck stderr.
 	Logger *slog.Logger
 	// DisableRespawnLog silences the log line for each respawn (the seed's
 	// log.respawns, on by default).
@@ -179,6 +184,8 @@ type Cluster struct {
 	done  chan struct{} // closed when the supervisor has stopped
 	start sync.Once     // starts the supervisor goroutine on first use
 	sup   *supervisor   // touched only by the supervisor goroutine
+
+	defaultLog *asynclog.Handler // the queue behind the default Logger, if used
 }
 
 // Errors that Reload and Terminate return.
@@ -198,13 +205,18 @@ func New(program string, opts Options) *Cluster {
 			opts.Args = os.Args[1:]
 		}
 	}
+	var defaultLog *asynclog.Handler
+	if opts.Logger == nil {
+		opts.Logger, defaultLog = newDefaultLogger()
+	}
 	opts = withDefaults(opts)
 	c := &Cluster{
-		program: program,
-		opts:    opts,
-		log:     opts.Logger,
-		calls:   make(chan func(*supervisor)),
-		done:    make(chan struct{}),
+		defaultLog: defaultLog,
+		program:    program,
+		opts:       opts,
+		log:        opts.Logger,
+		calls:      make(chan func(*supervisor)),
+		done:       make(chan struct{}),
 	}
 	c.sup = newSupervisor(c)
 	return c

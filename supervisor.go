@@ -110,6 +110,7 @@ func (s *supervisor) loop() {
 			s.reap()
 		}
 	}
+	s.c.closeDefaultLog()
 	close(s.c.done)
 }
 

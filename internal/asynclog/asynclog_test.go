@@ -67,7 +67,7 @@ func TestStuckSinkNeverBlocksAndDropsAreReported(t *testing.T) {
 	}
 	out := sink.String()
 	written := strings.Count(out, "msg=line ")
-	gaps := regexp.MustCompile(`level=WARN msg="` + regexp.QuoteMeta(DroppedMessage) + `" dropped=(\d+)`).FindAllStringSubmatch(out, -1)
+	gaps := regexp.MustCompile(`level=WARN msg="`+regexp.QuoteMeta(DroppedMessage)+`" dropped=(\d+)`).FindAllStringSubmatch(out, -1)
 	if gaps == nil {
 		t.Fatalf("no line reports the dropped lines:\n%s", out)
 	}
