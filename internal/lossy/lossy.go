@@ -18,6 +18,7 @@ type Queue[T any] struct {
 	closed bool
 	wake   chan struct{} // a token when items were added or the queue closed
 	done   chan struct{} // closed when the consumer has returned
+	start  func()        // starts the consumer, once, at the first item
 }
 
 // entry is an item, or a gap of missed items when missed > 0.
@@ -30,7 +31,8 @@ type entry[T any] struct {
 // deliver for each item and gap for each run of missed items, in order.
 func New[T any](capacity int, deliver func(T), gap func(missed int)) *Queue[T] {
 	q := &Queue[T]{limit: capacity, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go q.consume(deliver, gap)
+	// A queue that is never used costs no goroutine.
+	q.start = sync.OnceFunc(func() { go q.consume(deliver, gap) })
 	return q
 }
 
@@ -73,6 +75,7 @@ func (q *Queue[T]) Offer(v T) bool {
 }
 
 func (q *Queue[T]) signal() {
+	q.start()
 	select {
 	case q.wake <- struct{}{}:
 	default:
