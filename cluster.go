@@ -26,6 +26,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/recluster-go/recluster/internal/asynclog"
 )
 
 // ReadyWhen says when a new worker counts as ready to replace an old one.
@@ -82,14 +84,25 @@ type Options struct {
 	// Dir is the workers' working directory; default the master's.
 	Dir string
 
-	// Logger receives the cluster's log; default slog.Default().
+	// Logger receives the cluster's log, on the supervisor's goroutine: a
+	// handler that blocks stalls the cluster. Default slog.Default(),
+	// through a bounded queue that drops (and counts) lines rather than
+	// wait for a stuck stderr.
 	Logger *slog.Logger
 	// DisableRespawnLog silences the log line for each respawn (the Node.js recluster's
 	// log.respawns, on by default).
 	DisableRespawnLog bool
 	// OnEvent, when set, is called for every lifecycle event, in order, from
-	// a goroutine of its own: it may call the Cluster's methods.
+	// a goroutine of its own: it may call the Cluster's methods. A handler
+	// that falls thousands of events behind misses the newest ones rather
+	// than stall the cluster: an EventMissed in their place says how many.
 	OnEvent func(Event)
+	// OnEventSync, when set, is called for every lifecycle event as it
+	// happens, on the supervisor's own goroutine, before OnEvent: it never
+	// misses one, so it is where counters belong (metrics.Metrics.Observe).
+	// It must return at once and must not call the Cluster's methods,
+	// which would wait for the goroutine it runs on.
+	OnEventSync func(Event)
 
 	// StopSignal, when set, is sent to a worker together with the disconnect
 	// message, for programs that do not read the channel (SIGTERM is the
@@ -180,6 +193,8 @@ type Cluster struct {
 	done  chan struct{} // closed when the supervisor has stopped
 	start sync.Once     // starts the supervisor goroutine on first use
 	sup   *supervisor   // touched only by the supervisor goroutine
+
+	defaultLog *asynclog.Handler // the queue behind the default Logger, if used
 }
 
 // Errors that Reload and Terminate return.
@@ -199,13 +214,18 @@ func New(program string, opts Options) *Cluster {
 			opts.Args = os.Args[1:]
 		}
 	}
+	var defaultLog *asynclog.Handler
+	if opts.Logger == nil {
+		opts.Logger, defaultLog = newDefaultLogger()
+	}
 	opts = withDefaults(opts)
 	c := &Cluster{
-		program: program,
-		opts:    opts,
-		log:     opts.Logger,
-		calls:   make(chan func(*supervisor)),
-		done:    make(chan struct{}),
+		defaultLog: defaultLog,
+		program:    program,
+		opts:       opts,
+		log:        opts.Logger,
+		calls:      make(chan func(*supervisor)),
+		done:       make(chan struct{}),
 	}
 	c.sup = newSupervisor(c, newOSSystem(program, opts))
 	return c

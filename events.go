@@ -2,15 +2,20 @@ package recluster
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/recluster-go/recluster/internal/lossy"
 )
 
 // EventKind names a lifecycle event.
 type EventKind string
 
-// The events a Cluster reports through Options.OnEvent.
+// The events a Cluster reports through Options.OnEventSync and
+// Options.OnEvent.
 const (
 	EventSpawned          EventKind = "spawned"           // a worker process started
 	EventListening        EventKind = "listening"         // a worker obtained a listener (Addr)
@@ -27,6 +32,10 @@ const (
 	EventReloadAborted    EventKind = "reload-aborted"    // the new generation was dropped (Err)
 	EventMessage          EventKind = "message"           // a worker sent something the master does not act on (Message)
 	EventStopped          EventKind = "stopped"           // the cluster has terminated
+	// EventMissed stands, in OnEvent's sequence only, where events were
+	// dropped because the handler fell too far behind (Missed counts
+	// them). OnEventSync never misses one.
+	EventMissed EventKind = "missed"
 )
 
 // Event describes something that happened to the cluster or one of its
@@ -53,72 +62,96 @@ type Event struct {
 	// Message is the command of a message the master does not act on, for
 	// EventMessage.
 	Message string
+	// Missed is how many events an OnEvent handler missed, for EventMissed.
+	Missed int
 }
 
-// String renders the event as one log-friendly line.
-func (e Event) String() string {
-	s := string(e.Kind)
+// Attrs renders the event as log attributes: the one text form of an
+// event, used by String and by the command's log.
+func (e Event) Attrs() []slog.Attr {
+	attrs := []slog.Attr{slog.String("event", string(e.Kind))}
 	if e.Slot >= 0 {
-		s += fmt.Sprintf(" slot=%d pid=%d gen=%d", e.Slot, e.PID, e.Generation)
-	} else if e.Generation > 0 {
-		s += fmt.Sprintf(" gen=%d", e.Generation)
+		attrs = append(attrs, slog.Int("slot", e.Slot), slog.Int("pid", e.PID))
 	}
-	if e.Kind == EventExited {
+	if e.Generation > 0 {
+		attrs = append(attrs, slog.Int("generation", e.Generation))
+	}
+	switch e.Kind {
+	case EventExited:
 		if e.Signal != 0 {
-			s += " signal=" + e.Signal.String()
+			attrs = append(attrs, slog.String("signal", e.Signal.String()))
 		} else {
-			s += fmt.Sprintf(" code=%d", e.ExitCode)
+			attrs = append(attrs, slog.Int("exit_code", e.ExitCode))
 		}
+	case EventRespawnScheduled:
+		attrs = append(attrs, slog.String("delay", e.Delay.Round(time.Millisecond).String()))
+	case EventReloadCommitted:
+		attrs = append(attrs, slog.String("took", e.Duration.Round(time.Millisecond).String()))
+	case EventMissed:
+		attrs = append(attrs, slog.Int("missed", e.Missed))
+	}
+	if e.Addr != nil {
+		attrs = append(attrs, slog.String("addr", e.Addr.String()))
 	}
 	if e.Reason != "" {
-		s += " reason=" + e.Reason
+		attrs = append(attrs, slog.String("reason", e.Reason))
 	}
 	if e.Err != nil {
-		s += " err=" + e.Err.Error()
+		attrs = append(attrs, slog.String("error", e.Err.Error()))
 	}
-	return s
+	if e.Message != "" {
+		attrs = append(attrs, slog.String("message", e.Message))
+	}
+	return attrs
 }
+
+// String renders the event as one log-friendly line: its kind and its
+// attributes as key=value.
+func (e Event) String() string {
+	var b strings.Builder
+	for i, a := range e.Attrs() {
+		if i == 0 {
+			b.WriteString(a.Value.String())
+			continue
+		}
+		fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
+	}
+	return b.String()
+}
+
+// eventQueueSize bounds the events waiting for a slow Options.OnEvent.
+const eventQueueSize = 4096
 
 // eventQueue hands events to Options.OnEvent in order, from a goroutine of
 // its own, so that a slow callback never stalls the supervisor and a
-// callback may call back into the Cluster.
-type eventQueue struct {
-	ch      chan Event
-	dropped int
-}
-
-const eventQueueSize = 4096
+// callback may call back into the Cluster. A callback that falls more than
+// eventQueueSize events behind misses the newest ones and is told how many
+// with an EventMissed in their place.
+type eventQueue struct{ q *lossy.Queue[Event] }
 
 func newEventQueue(handler func(Event)) *eventQueue {
 	if handler == nil {
 		return nil
 	}
-	q := &eventQueue{ch: make(chan Event, eventQueueSize)}
-	go func() {
-		for e := range q.ch {
-			handler(e)
-		}
-	}()
-	return q
+	return &eventQueue{lossy.New(eventQueueSize, handler, func(missed int) {
+		handler(Event{Kind: EventMissed, Time: time.Now(), Slot: -1, Missed: missed})
+	})}
 }
 
-// push reports false when the handler has fallen so far behind that the
-// event had to be dropped.
-func (q *eventQueue) push(e Event) bool {
+// push reports true when e is the first event dropped since the handler
+// last kept up.
+func (q *eventQueue) push(e Event) (newGap bool) {
 	if q == nil {
-		return true
-	}
-	select {
-	case q.ch <- e:
-		return true
-	default:
-		q.dropped++
 		return false
 	}
+	_, newGap = q.q.Push(e)
+	return newGap
 }
 
+// close lets the handler have what is queued, and a last EventMissed if it
+// is behind.
 func (q *eventQueue) close() {
 	if q != nil {
-		close(q.ch)
+		q.q.Close()
 	}
 }

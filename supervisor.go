@@ -98,6 +98,7 @@ func (s *supervisor) loop() {
 		f := <-s.c.calls
 		f(s)
 	}
+	s.c.closeDefaultLog()
 	close(s.c.done)
 }
 
@@ -109,8 +110,11 @@ func (s *supervisor) after(d time.Duration, f func(*supervisor)) timer {
 func (s *supervisor) emit(e Event) {
 	e.Time = s.sys.now()
 	s.observeRestart(e)
-	if !s.events.push(e) && s.events.dropped == 1 {
-		s.log.Warn("recluster: the OnEvent handler is too slow; events are being dropped")
+	if s.opts.OnEventSync != nil {
+		s.opts.OnEventSync(e)
+	}
+	if s.events.push(e) {
+		s.log.Warn("recluster: the OnEvent handler is too slow; it misses events (an EventMissed says how many)")
 	}
 }
 
@@ -320,6 +324,7 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
 	case proto.CmdStatus:
 		w.status = m.Status
 	default:
+		s.noteUnknown(w, m.Cmd)
 		e := s.workerEvent(EventMessage, w)
 		e.Message = m.Cmd
 		s.emit(e)
@@ -547,6 +552,7 @@ func (s *supervisor) exited(w *Worker, st exitStatus) {
 		return
 	}
 	s.release(w)
+	s.reportUnknown(w)
 
 	e := s.workerEvent(EventExited, w)
 	e.ExitCode, e.Signal = st.code, st.signal

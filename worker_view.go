@@ -28,6 +28,7 @@ type Worker struct {
 	readyTimer  timer
 	killTimer   timer
 	settleTimer timer // MinUptime, for ReadyWhen=Listening with Sockets
+	unknown     unknownCommands
 }
 
 // ID returns the worker's slot, which is its WORKER_ID.

@@ -11,12 +11,14 @@
 //
 // The counters (restarts, reloads, exits, reload durations) come from the
 // cluster's lifecycle events, so Observe must be chained into
-// recluster.Options.OnEvent; the gauges (workers by state, failing slots,
+// recluster.Options.OnEventSync, which the supervisor calls for every event
+// as it happens: a counter fed by the queued OnEvent could miss events
+// under a flood. The gauges (workers by state, failing slots,
 // generation, each worker's memory and CPU) are read from Cluster.Status at
 // scrape time.
 //
 //	m := metrics.New(metrics.Options{Program: program})
-//	opts.OnEvent = m.Observe // or a func that calls it after other handlers
+//	opts.OnEventSync = m.Observe // or a func that calls it after other handlers
 //	c := recluster.New(program, opts)
 //	m.Attach(c)
 //	ln, err := metrics.Listen(addr) // bind before c.Run, to fail early
@@ -167,8 +169,9 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 func (m *Metrics) Attach(c *recluster.Cluster) { m.cluster.Store(c) }
 
 // Observe counts one lifecycle event. Chain it into
-// recluster.Options.OnEvent, which calls it from one goroutine, in order;
-// it never blocks on the cluster.
+// recluster.Options.OnEventSync, which calls it on the supervisor's
+// goroutine for every event, in order: it only updates counters under a
+// short lock, and never calls the cluster.
 func (m *Metrics) Observe(e recluster.Event) {
 	switch e.Kind {
 	case recluster.EventSpawned:
@@ -201,7 +204,7 @@ func (m *Metrics) Observe(e recluster.Event) {
 		m.mu.Unlock()
 		cause := CauseCrashed
 		switch {
-		case p == nil: // its earlier events were dropped: count it as a crash
+		case p == nil: // not seen spawning (Observe chained in late): count it as a crash
 		case p.told != "":
 			cause = p.told
 		case !p.ready:

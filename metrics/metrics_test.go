@@ -59,14 +59,14 @@ func start(t *testing.T, workers int, tweaks ...func(*recluster.Options)) *fixtu
 	}
 	f.m = metrics.New(metrics.Options{Program: serverBin})
 	opts := recluster.Options{
-		Workers: workers,
-		Respawn: 20 * time.Millisecond,
-		Timeout: 2 * time.Second,
-		Args:    []string{"-modefile", f.mode},
-		OnEvent: f.m.Observe,
-		Logger:  slog.New(slog.DiscardHandler),
-		Stdout:  io.Discard,
-		Stderr:  io.Discard,
+		Workers:     workers,
+		Respawn:     20 * time.Millisecond,
+		Timeout:     2 * time.Second,
+		Args:        []string{"-modefile", f.mode},
+		OnEventSync: f.m.Observe,
+		Logger:      slog.New(slog.DiscardHandler),
+		Stdout:      io.Discard,
+		Stderr:      io.Discard,
 	}
 	for _, tweak := range tweaks {
 		tweak(&opts)
@@ -450,7 +450,7 @@ func TestNotServing(t *testing.T) {
 	if code, body := rec("/healthz"); code != 503 || !strings.Contains(body, "no cluster attached") {
 		t.Errorf("/healthz without a cluster: %d %q", code, body)
 	}
-	c := recluster.New(serverBin, recluster.Options{Workers: 1, OnEvent: m.Observe, Logger: slog.New(slog.DiscardHandler), Stdout: io.Discard, Stderr: io.Discard})
+	c := recluster.New(serverBin, recluster.Options{Workers: 1, OnEventSync: m.Observe, Logger: slog.New(slog.DiscardHandler), Stdout: io.Discard, Stderr: io.Discard})
 	m.Attach(c)
 	if code, body := rec("/healthz"); code != 200 {
 		t.Errorf("/healthz before Run: %d %q, want 200 (the master answers)", code, body)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/recluster-go/recluster"
 )
@@ -22,11 +21,11 @@ type master struct {
 	notify  *sdNotifier
 	stopReq chan struct{}
 
+	// stopping is set once the stop has begun.
+	stopping atomic.Bool
 	// abortedByStop is set when a reload was aborted because of the stop:
 	// the stop was not clean.
 	abortedByStop atomic.Bool
-	// eventsDone is closed once onEvent has seen the last event.
-	eventsDone chan struct{}
 }
 
 // requestStop asks loop to stop the cluster; it never blocks.
@@ -79,6 +78,7 @@ func (m *master) scaleBy(sig os.Signal) {
 // stop terminates the cluster gracefully; a second TERM or INT kills what
 // is left at once. Stopping in the middle of a reload is not a clean stop.
 func (m *master) stop(signals <-chan os.Signal) int {
+	m.stopping.Store(true)
 	m.notify.stop()
 	reloading := m.c.Status().Reloading != 0
 	ctx, cancel := context.WithCancel(context.Background())
@@ -91,12 +91,8 @@ func (m *master) stop(signals <-chan os.Signal) int {
 	for {
 		select {
 		case <-done:
-			// The events of the stop, a reload it aborted among them, are
-			// logged before the exit status is decided.
-			select {
-			case <-m.eventsDone:
-			case <-time.After(2 * time.Second):
-			}
+			// The events of the stop, a reload it aborted among them, were
+			// seen by logEvent before Terminate returned.
 			if reloading || m.abortedByStop.Load() {
 				return exitFailure
 			}
@@ -111,60 +107,47 @@ func (m *master) stop(signals <-chan os.Signal) int {
 	}
 }
 
-// onEvent logs every lifecycle event as one structured line and tells
-// systemd about readiness and reloads.
-func (m *master) onEvent(e recluster.Event) {
-	attrs := []any{"event", string(e.Kind)}
-	if e.Slot >= 0 {
-		attrs = append(attrs, "slot", e.Slot, "pid", e.PID)
-	}
-	if e.Generation > 0 {
-		attrs = append(attrs, "generation", e.Generation)
-	}
+// logEvent logs every lifecycle event as one line. The cluster calls it on
+// its supervisor goroutine (Options.OnEventSync), so no event is ever left
+// out; it must not wait, and the master's log never does. Messages the
+// master does not act on are logged by the library, a first one and then
+// a count, not one line each.
+func (m *master) logEvent(e recluster.Event) {
 	switch e.Kind {
-	case recluster.EventExited:
-		if e.Signal != 0 {
-			attrs = append(attrs, "signal", e.Signal.String())
-		} else {
-			attrs = append(attrs, "exit_code", e.ExitCode)
+	case recluster.EventMessage:
+		return
+	case recluster.EventReloadAborted:
+		if m.stopping.Load() {
+			m.abortedByStop.Store(true)
 		}
-	case recluster.EventRespawnScheduled:
-		attrs = append(attrs, "delay", e.Delay.Round(time.Millisecond).String())
-	case recluster.EventReloadCommitted:
-		attrs = append(attrs, "took", e.Duration.Round(time.Millisecond).String())
 	}
-	if e.Addr != nil {
-		attrs = append(attrs, "addr", e.Addr.String())
-	}
-	if e.Reason != "" {
-		attrs = append(attrs, "reason", e.Reason)
-	}
-	if e.Err != nil {
-		attrs = append(attrs, "error", e.Err.Error())
-	}
-	if e.Message != "" {
-		attrs = append(attrs, "message", e.Message)
-	}
-	m.log.Log(context.Background(), eventLevel(e), "recluster: "+string(e.Kind), attrs...)
+	m.log.LogAttrs(context.Background(), eventLevel(e), "recluster: "+string(e.Kind), e.Attrs()...)
+}
 
+// onEvent keeps systemd informed about readiness and reloads. It calls the
+// cluster back, so it runs behind the cluster's event queue
+// (Options.OnEvent); after events it missed, it tells systemd the state
+// the cluster is in now.
+func (m *master) onEvent(e recluster.Event) {
 	switch e.Kind {
 	case recluster.EventActive:
 		if m.allActive() {
-			m.notify.started(fmt.Sprintf("READY=1\nSTATUS=%d workers active (generation %d)\nMAINPID=%d", m.c.Status().Slots, e.Generation, os.Getpid()))
+			m.notify.started(firstReady(m.c.Status().Slots, e.Generation))
 		}
 	case recluster.EventReloadStarted:
 		m.notify.update(fmt.Sprintf("RELOADING=1\nSTATUS=reloading to generation %d\nMONOTONIC_USEC=%d", e.Generation, monotonicUsec()))
 	case recluster.EventReloadCommitted:
-		m.notify.update(fmt.Sprintf("READY=1\nSTATUS=generation %d active", e.Generation))
+		m.notify.update(reloaded(e.Generation))
 	case recluster.EventReloadAborted:
-		if m.notify.isStopping() {
-			m.abortedByStop.Store(true)
-		}
 		if !errors.Is(e.Err, recluster.ErrSuperseded) {
 			m.notify.update(fmt.Sprintf("READY=1\nSTATUS=reload to generation %d aborted", e.Generation))
 		}
-	case recluster.EventStopped:
-		close(m.eventsDone)
+	case recluster.EventMissed:
+		m.log.Warn("recluster: the systemd notifier fell behind the cluster's events", "missed", e.Missed)
+		if st := m.c.Status(); st.Reloading == 0 && m.allActive() {
+			m.notify.started(firstReady(st.Slots, st.Generation))
+			m.notify.update(reloaded(st.Generation))
+		}
 	}
 }
 
@@ -188,6 +171,16 @@ func eventLevel(e recluster.Event) slog.Level {
 		}
 	}
 	return slog.LevelInfo
+}
+
+// firstReady is the sd_notify state once every slot is first served.
+func firstReady(slots, gen int) string {
+	return fmt.Sprintf("READY=1\nSTATUS=%d workers active (generation %d)\nMAINPID=%d", slots, gen, os.Getpid())
+}
+
+// reloaded is the sd_notify state once generation gen serves every slot.
+func reloaded(gen int) string {
+	return fmt.Sprintf("READY=1\nSTATUS=generation %d active", gen)
 }
 
 // allActive reports whether every slot has an active worker.

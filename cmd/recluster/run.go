@@ -345,26 +345,6 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 	return program, o, specs, nil
 }
 
-func newLogger(cfg *runConfig, stderr io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.logLevel))
-	return newLoggerAt(cfg, stderr, level)
-}
-
-// libraryLogger is the log of the library itself. Every lifecycle event
-// already has a line of its own (master.onEvent), so the library's
-// informational lines would say everything twice: below debug level only
-// its warnings and errors are kept, less those that repeat an event (they
-// carry an "event" attribute), so that one event makes one line.
-func libraryLogger(cfg *runConfig, stderr io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.logLevel))
-	if level > slog.LevelDebug {
-		level = max(level, slog.LevelWarn)
-	}
-	return slog.New(withoutEventLines{newLoggerAt(cfg, stderr, level).Handler()})
-}
-
 // withoutEventLines drops the records that repeat a lifecycle event.
 type withoutEventLines struct{ slog.Handler }
 
@@ -388,14 +368,6 @@ func (h withoutEventLines) WithGroup(name string) slog.Handler {
 	return withoutEventLines{h.Handler.WithGroup(name)}
 }
 
-func newLoggerAt(cfg *runConfig, stderr io.Writer, level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(stderr, opts))
-	}
-	return slog.New(slog.NewTextHandler(stderr, opts))
-}
-
 // runCommand is recluster run.
 func runCommand(args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseRun(args, os.Getenv)
@@ -406,8 +378,10 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
-	program, opts, specs, err := cfg.options(libraryLogger(cfg, stderr))
+	logs := newMasterLog(cfg, stderr)
+	defer logs.close()
+	log := logs.master
+	program, opts, specs, err := cfg.options(logs.library)
 	if err != nil {
 		return err
 	}
@@ -421,12 +395,13 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		opts.Sockets = append(opts.Sockets, s.sock)
 	}
 
-	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1), eventsDone: make(chan struct{})}
+	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1)}
+	opts.OnEventSync = m.logEvent
 	opts.OnEvent = m.onEvent
 	var mx *metrics.Metrics
 	if cfg.metricsAddr != "" {
 		mx = metrics.New(metrics.Options{Program: program})
-		opts.OnEvent = func(e recluster.Event) { m.onEvent(e); mx.Observe(e) }
+		opts.OnEventSync = func(e recluster.Event) { m.logEvent(e); mx.Observe(e) }
 	}
 	c := recluster.New(program, opts)
 	m.c = c

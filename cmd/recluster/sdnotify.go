@@ -61,10 +61,3 @@ func (n *sdNotifier) stop() {
 	n.stopping = true
 	n.send("STOPPING=1")
 }
-
-// isStopping reports whether STOPPING=1 was sent.
-func (n *sdNotifier) isStopping() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.stopping
-}

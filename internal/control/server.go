@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,10 +24,14 @@ import (
 )
 
 // requestTimeout bounds how long a client may take to send its request.
-const requestTimeout = 10 * time.Second
+// The recluster commands send it as soon as they are connected; a
+// connection that stays idle longer only holds a place an operator may
+// need.
+const requestTimeout = 2 * time.Second
 
 // maxPending bounds the connections that have not sent their request yet,
-// so that idle clients cannot use up the master's descriptors.
+// so that idle clients cannot use up the master's descriptors. When it is
+// reached, a new caller takes the place of the newest idle connection.
 const maxPending = 64
 
 // sampleWindow is how long a status request with Sample measures CPU use.
@@ -90,13 +96,12 @@ type Server struct {
 	// slog.Default().
 	Logger *slog.Logger
 
-	pending atomic.Int64 // connections that have not sent their request yet
-
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[net.Conn]bool
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[net.Conn]bool
+	pending []*pendingConn // connections that have not sent their request yet, oldest first
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // Serve accepts connections on ln until Close. It always returns a non-nil
@@ -126,18 +131,29 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.pending.Add(1) > maxPending {
-			s.pending.Add(-1)
-			s.logger().Warn("recluster: control socket: too many connections waiting to send a request; refusing one")
-			conn.Close()
-			continue
-		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			conn.Close()
 			return net.ErrClosed
 		}
+		pc := &pendingConn{Conn: conn}
+		if len(s.pending) >= maxPending {
+			// Idle connections must not lock an operator out: the newest
+			// idle one makes room. Only when every waiting connection has
+			// sent something is the caller turned away, with a word why.
+			victim := s.newestIdle()
+			if victim == nil {
+				s.refuse(conn, len(s.pending))
+				s.mu.Unlock()
+				s.logger().Warn("recluster: control socket: too many connections waiting to send a request; refusing one", "waiting", maxPending)
+				continue
+			}
+			s.dropPending(victim)
+			s.refuse(victim, maxPending)
+			s.logger().Debug("recluster: control socket: dropped an idle connection to make room", "waiting", maxPending)
+		}
+		s.pending = append(s.pending, pc)
 		s.conns[conn] = true
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -145,13 +161,88 @@ func (s *Server) Serve(ln net.Listener) error {
 			defer s.wg.Done()
 			defer func() {
 				s.mu.Lock()
+				s.dropPending(pc)
 				delete(s.conns, conn)
 				s.mu.Unlock()
 				conn.Close()
 			}()
-			s.handle(conn)
+			s.handle(pc)
 		}()
 	}
+}
+
+// pendingConn is a connection whose request has not arrived yet.
+type pendingConn struct {
+	net.Conn
+	received atomic.Bool // some of its request was read
+}
+
+func (c *pendingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.received.Store(true)
+	}
+	return n, err
+}
+
+// newestIdle returns the newest waiting connection that has sent nothing,
+// or nil. s.mu is held.
+func (s *Server) newestIdle() *pendingConn {
+	for i := len(s.pending) - 1; i >= 0; i-- {
+		if c := s.pending[i]; !c.received.Load() && !hasInput(c.Conn) {
+			return c
+		}
+	}
+	return nil
+}
+
+// dropPending removes c from the waiting connections. s.mu is held.
+func (s *Server) dropPending(c *pendingConn) {
+	if i := slices.Index(s.pending, c); i >= 0 {
+		s.pending = slices.Delete(s.pending, i, i+1)
+	}
+}
+
+// hasInput reports whether bytes wait to be read on conn: a client that
+// has sent its request is not idle, even before its goroutine has run.
+func hasInput(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int
+	// Control, unlike Read, does not wait for the handler's read in
+	// progress on the same socket.
+	rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	})
+	return n > 0
+}
+
+// refuse tells a client that the master is too busy to take it, instead
+// of a bare reset, and closes its connection, from a goroutine that Close
+// waits for. s.mu is held.
+func (s *Server) refuse(conn net.Conn, waiting int) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer conn.Close()
+		sayBusy(conn, waiting)
+	}()
+}
+
+func sayBusy(conn net.Conn, waiting int) {
+	conn.SetDeadline(time.Now().Add(time.Second))
+	json.NewEncoder(conn).Encode(Response{Error: fmt.Sprintf("master busy: %d connections waiting to send a request; try again", waiting)})
+	// Read what the client sent, so that closing with unread data does
+	// not reset the connection before it has read the answer.
+	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	io.Copy(io.Discard, io.LimitReader(conn, MaxRequest))
 }
 
 // Close stops accepting, removes the socket, and gives requests in flight
@@ -186,13 +277,8 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-func (s *Server) handle(conn net.Conn) {
-	waiting := true // counted in s.pending until its request is in
-	defer func() {
-		if waiting {
-			s.pending.Add(-1)
-		}
-	}()
+func (s *Server) handle(pc *pendingConn) {
+	var conn net.Conn = pc
 	enc := json.NewEncoder(conn)
 	reply := func(r Response) bool {
 		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -202,7 +288,7 @@ func (s *Server) handle(conn net.Conn) {
 		msg := fmt.Sprintf(format, args...)
 		reply(Response{Error: msg})
 	}
-	if err := checkPeer(conn); err != nil {
+	if err := checkPeer(pc.Conn); err != nil {
 		s.logger().Warn("recluster: refused a control connection", "error", err)
 		fail("%v", err)
 		return
@@ -211,8 +297,9 @@ func (s *Server) handle(conn net.Conn) {
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 4096), MaxRequest)
 	scanned := sc.Scan()
-	waiting = false
-	s.pending.Add(-1)
+	s.mu.Lock()
+	s.dropPending(pc)
+	s.mu.Unlock()
 	if !scanned {
 		if errors.Is(sc.Err(), bufio.ErrTooLong) {
 			fail("request longer than %d bytes", MaxRequest)
