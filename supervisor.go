@@ -80,6 +80,8 @@ type supervisor struct {
 	credential       *syscall.Credential // whom the workers run as; nil: as the master
 	startFailed      bool                // Run failed: no cluster ever ran
 	sweepTimer       *time.Timer         // heartbeat, age and memory checks
+
+	acceptFallbackLogged bool // said once why readiness falls back to MinUptime
 }
 
 func newSupervisor(c *Cluster) *supervisor {
@@ -305,13 +307,7 @@ func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
 	case s.opts.ReadyWhen == Listening && w.listening && s.opts.MinUptime < 0:
 		s.markReady(w)
 	case s.opts.ReadyWhen == Listening && w.listening:
-		w.settleTimer = time.AfterFunc(s.opts.MinUptime, func() {
-			s.c.post(func(s *supervisor) {
-				if s.alive(w) {
-					s.markReady(w)
-				}
-			})
-		})
+		s.awaitAccepting(w, passed)
 	}
 	return w, nil
 }
@@ -416,6 +412,7 @@ func (s *supervisor) markReady(w *Worker) {
 		return
 	}
 	w.readyTimer.Stop()
+	w.stopAcceptWatching()
 	w.readyAt = time.Now()
 	s.failures[w.slot] = 0
 	s.emit(s.workerEvent(EventReady, w))
@@ -615,6 +612,7 @@ func (s *supervisor) release(w *Worker) {
 	if w.settleTimer != nil {
 		w.settleTimer.Stop()
 	}
+	w.stopAcceptWatching()
 	w.conn.Close()
 	if w.notify != nil {
 		w.notify.close()

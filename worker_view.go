@@ -30,8 +30,10 @@ type Worker struct {
 	lastBeat    time.Time
 	readyTimer  *time.Timer
 	killTimer   *time.Timer
-	settleTimer *time.Timer   // MinUptime, for ReadyWhen=Listening with Sockets
-	outputsDone chan struct{} // closed when its output has been copied
+	settleTimer *time.Timer // MinUptime, for ReadyWhen=Listening with Sockets
+
+	stopAcceptWatch func()        // ends the watch for it to accept on its sockets
+	outputsDone     chan struct{} // closed when its output has been copied
 }
 
 // ID returns the worker's slot, which is its WORKER_ID.
