@@ -27,10 +27,18 @@ func TestLateListenersUnderCLI(t *testing.T) {
 		env  []string
 	}{
 		{"express", lateListen, func(t *testing.T) []string { return []string{nodeExe(t), expressApp(t)} }, nil},
-		{"python-asyncio", lateListen, func(t *testing.T) []string { return []string{python(t).interpreter, lateScript(t, "asyncio_server.py")} }, nil},
-		{"python-accept", lateListen, func(t *testing.T) []string { return []string{python(t).interpreter, lateScript(t, "blocking_server.py")} }, nil},
-		{"python-poll", time.Second, func(t *testing.T) []string { return []string{python(t).interpreter, lateScript(t, "blocking_server.py")} }, []string{"WAIT=poll"}},
-		{"python-select", time.Second, func(t *testing.T) []string { return []string{python(t).interpreter, lateScript(t, "blocking_server.py")} }, []string{"WAIT=select"}},
+		{"python-asyncio", lateListen, func(t *testing.T) []string {
+			return []string{python(t).interpreter, lateScript(t, "asyncio_server.py")}
+		}, nil},
+		{"python-accept", lateListen, func(t *testing.T) []string {
+			return []string{python(t).interpreter, lateScript(t, "blocking_server.py")}
+		}, nil},
+		{"python-poll", time.Second, func(t *testing.T) []string {
+			return []string{python(t).interpreter, lateScript(t, "blocking_server.py")}
+		}, []string{"WAIT=poll"}},
+		{"python-select", time.Second, func(t *testing.T) []string {
+			return []string{python(t).interpreter, lateScript(t, "blocking_server.py")}
+		}, []string{"WAIT=select"}},
 		{"go", lateListen, func(t *testing.T) []string { return []string{goServer(t)} }, nil},
 	}
 	for _, tc := range cases {
