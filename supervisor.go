@@ -237,6 +237,7 @@ func (s *supervisor) spawn(slot, gen int) (*Worker, error) {
 		proto.EnvGeneration + "=" + strconv.Itoa(gen),
 		proto.EnvChannelFD + "=" + strconv.Itoa(channelFD),
 		proto.EnvTimeout + "=" + s.opts.Timeout.String(),
+		proto.EnvTimeoutMS + "=" + strconv.FormatInt(s.opts.Timeout.Milliseconds(), 10),
 	}
 	if hb := s.opts.HeartbeatTimeout; hb > 0 {
 		own = append(own, proto.EnvHeartbeat+"="+hb.String(), "WATCHDOG_USEC="+strconv.FormatInt(hb.Microseconds(), 10))
