@@ -591,23 +591,28 @@ func TestInheritedSocketsReadiness(t *testing.T) {
 	}
 }
 
-func TestSilentProgramCountsAsListeningAfterMinUptime(t *testing.T) {
+func TestProgramThatNeverAcceptsIsNotListening(t *testing.T) {
 	rec := newRecorder()
 	c := recluster.New("/bin/sh", recluster.Options{
-		Workers:   1,
-		Args:      []string{"-c", "exec sleep 30"},
-		Sockets:   []recluster.Socket{{Address: "127.0.0.1:0"}},
-		MinUptime: 300 * time.Millisecond,
-		OnEvent:   rec.add,
+		Workers:      1,
+		Args:         []string{"-c", "exec sleep 30"},
+		Sockets:      []recluster.Socket{{Address: "127.0.0.1:0"}},
+		MinUptime:    300 * time.Millisecond,
+		ReadyTimeout: 1500 * time.Millisecond,
+		OnEvent:      rec.add,
 	})
 	if err := c.Run(); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Terminate(context.Background())
-	spawned := rec.waitN(t, 1, 5*time.Second, kind(recluster.EventSpawned))
-	active := rec.waitN(t, 1, 5*time.Second, kind(recluster.EventActive))
-	if waited := active.Time.Sub(spawned.Time); waited < 300*time.Millisecond {
-		t.Fatalf("a program that never said it listens was active after %v, before MinUptime", waited)
+	killed := rec.waitN(t, 1, 10*time.Second, kind(recluster.EventKilled))
+	if !strings.Contains(killed.Reason, "not ready") {
+		t.Fatalf("killed for %q, want the ready timeout", killed.Reason)
+	}
+	for _, e := range rec.all() {
+		if e.Kind == recluster.EventActive {
+			t.Fatalf("a program that holds its socket but never accepts became active:\n%s", rec.dump())
+		}
 	}
 }
 

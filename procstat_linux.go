@@ -3,7 +3,6 @@ package recluster
 import (
 	"os"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -13,17 +12,9 @@ const userHZ = 100
 
 // procUsage reads a process's resident memory and the CPU time it has used.
 func procUsage(pid int) (rssBytes int64, cpu time.Duration, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// The command name may hold spaces and parentheses: fields start after
-	// the last ')'.
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	// fields[0] is the state (field 3 of proc(5)); utime, stime and rss are
-	// fields 14, 15 and 24.
-	if len(fields) < 22 {
+	fields, ok := statFields(pid)
+	// utime, stime and rss are fields 14, 15 and 24 of proc(5).
+	if !ok || len(fields) < 22 {
 		return 0, 0, false
 	}
 	utime, err1 := strconv.ParseInt(fields[11], 10, 64)

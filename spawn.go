@@ -40,7 +40,7 @@ func init() {
 // the master's own place under systemd or under another recluster.
 var masterOnlyEnv = []string{
 	"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
-	proto.EnvWorkerID, proto.EnvGeneration, proto.EnvChannelFD, proto.EnvTimeout, proto.EnvHeartbeat,
+	proto.EnvWorkerID, proto.EnvGeneration, proto.EnvChannelFD, proto.EnvTimeout, proto.EnvTimeoutMS, proto.EnvHeartbeat,
 	envTrampoline,
 }
 
@@ -166,6 +166,7 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 		proto.EnvGeneration + "=" + strconv.Itoa(spec.gen),
 		proto.EnvChannelFD + "=" + strconv.Itoa(channelFD),
 		proto.EnvTimeout + "=" + o.opts.Timeout.String(),
+		proto.EnvTimeoutMS + "=" + strconv.FormatInt(o.opts.Timeout.Milliseconds(), 10),
 	}
 	if hb := o.opts.HeartbeatTimeout; hb > 0 {
 		own = append(own, proto.EnvHeartbeat+"="+hb.String(), "WATCHDOG_USEC="+strconv.FormatInt(hb.Microseconds(), 10))

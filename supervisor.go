@@ -70,6 +70,8 @@ type supervisor struct {
 	terminateWaiters []chan error
 	startFailed      bool  // Run failed: no cluster ever ran
 	sweepTimer       timer // heartbeat, age and memory checks
+
+	acceptFallbackLogged bool // said once why readiness falls back to MinUptime
 }
 
 func newSupervisor(c *Cluster, sys system) *supervisor {
@@ -258,11 +260,9 @@ func (s *supervisor) onStarted(w *Worker, p process, err error) {
 	case s.opts.ReadyWhen == Listening && w.listening && s.opts.MinUptime < 0:
 		s.markReady(w)
 	case s.opts.ReadyWhen == Listening && w.listening:
-		w.settleTimer = s.after(s.opts.MinUptime, func(s *supervisor) {
-			if s.alive(w) {
-				s.markReady(w)
-			}
-		})
+		// Its sockets were bound before it was started, so this only looks them up.
+		passed, _ := s.sockets.passedFor(w.slot)
+		s.awaitAccepting(w, passed)
 	}
 }
 
@@ -376,6 +376,7 @@ func (s *supervisor) markReady(w *Worker) {
 		return
 	}
 	w.readyTimer.Stop()
+	w.stopAcceptWatching()
 	w.readyAt = s.sys.now()
 	delete(s.failures, w.slot)
 	s.emit(s.workerEvent(EventReady, w))
@@ -542,6 +543,7 @@ func (s *supervisor) release(w *Worker) {
 			t.Stop()
 		}
 	}
+	w.stopAcceptWatching()
 	if w.proc != nil {
 		w.proc.release()
 	}

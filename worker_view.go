@@ -28,7 +28,9 @@ type Worker struct {
 	readyTimer  timer
 	killTimer   timer
 	settleTimer timer // MinUptime, for ReadyWhen=Listening with Sockets
-	unknown     unknownCommands
+
+	stopAcceptWatch func() // ends the watch for it to accept on its sockets
+	unknown         unknownCommands
 }
 
 // ID returns the worker's slot, which is its WORKER_ID.

@@ -32,6 +32,9 @@ const (
 	// before the master kills it, as a Go duration ("1s"). Workers size
 	// their keep-alive grace period from it.
 	EnvTimeout = "RECLUSTER_TIMEOUT"
+	// EnvTimeoutMS is EnvTimeout in whole milliseconds, for workers in
+	// languages without a Go-duration parser (Node, Python).
+	EnvTimeoutMS = "RECLUSTER_TIMEOUT_MS"
 	// EnvHeartbeat, when set, is the interval (a Go duration) at which the
 	// master expects a heartbeat message from the worker.
 	EnvHeartbeat = "RECLUSTER_HEARTBEAT"

@@ -1,0 +1,256 @@
+package recluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketInode returns the inode that names a socket in /proc/PID/fd
+// ("socket:[INODE]") and in epoll's fdinfo ("ino:HEX"): every process
+// holding a duplicate of the master's socket sees the same one.
+func socketInode(fd int) (uint64, bool) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
+// maxWaitFDs bounds how many pollfd entries or select bits are read from
+// a worker's memory per blocked thread.
+const maxWaitFDs = 1 << 16
+
+// acceptingOn reports whether a process of pid's tree waits for
+// connections on one of the sockets: a socket in one of its epoll sets
+// (Go, Node/libuv, Python asyncio, nginx, Java NIO), or a thread blocked in
+// accept, poll or select on it (blocking servers, gunicorn's sync workers).
+// It returns an *undetectable error when /proc does not let the master see
+// this, and errProcessGone when pid has exited.
+func acceptingOn(pid int, inodes map[uint64]bool) (bool, error) {
+	for i, p := range processTree(pid) {
+		ok, err := processAccepting(p, inodes)
+		if errors.Is(err, errProcessGone) && i > 0 {
+			continue // a child that exited meanwhile
+		}
+		if ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+func processAccepting(pid int, inodes map[uint64]bool) (bool, error) {
+	dir := "/proc/" + strconv.Itoa(pid)
+	ents, err := os.ReadDir(dir + "/fd")
+	if err != nil {
+		return false, procError(err)
+	}
+	fds := map[int]bool{} // the process's descriptors for one of the sockets
+	var epolls []string
+	for _, e := range ents {
+		link, err := os.Readlink(dir + "/fd/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if ino, ok := strings.CutPrefix(link, "socket:["); ok {
+			n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64)
+			if fd, err2 := strconv.Atoi(e.Name()); err == nil && err2 == nil && inodes[n] {
+				fds[fd] = true
+			}
+		} else if link == "anon_inode:[eventpoll]" {
+			epolls = append(epolls, e.Name())
+		}
+	}
+	if len(fds) == 0 {
+		return false, nil // it does not hold the sockets (any more)
+	}
+	for _, fd := range epolls {
+		b, err := os.ReadFile(dir + "/fdinfo/" + fd)
+		if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				return false, procError(err)
+			}
+			continue
+		}
+		if epollWatches(string(b), fds, inodes) {
+			return true, nil
+		}
+	}
+	return blockedOn(dir, fds)
+}
+
+// epollWatches parses an eventpoll's fdinfo: one "tfd: N events: E data: D
+// pos: P ino: I sdev: S" line per watched descriptor. The inode is the
+// surer match (a descriptor number may have been reused since it was
+// added); kernels before 3.18 give only the number.
+func epollWatches(fdinfo string, fds map[int]bool, inodes map[uint64]bool) bool {
+	for line := range strings.Lines(fdinfo) {
+		rest, ok := strings.CutPrefix(line, "tfd:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		inoKnown := false
+		for _, kv := range f {
+			if hex, ok := strings.CutPrefix(kv, "ino:"); ok {
+				if n, err := strconv.ParseUint(hex, 16, 64); err == nil {
+					if inodes[n] {
+						return true
+					}
+					inoKnown = true
+				}
+			}
+		}
+		if n, err := strconv.Atoi(f[0]); !inoKnown && err == nil && fds[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// blockedOn reports whether a thread of the process under dir is blocked
+// in a system call that waits for a connection on one of fds.
+func blockedOn(dir string, fds map[int]bool) (bool, error) {
+	tasks, err := os.ReadDir(dir + "/task")
+	if err != nil {
+		return false, procError(err)
+	}
+	var mem *os.File
+	defer func() {
+		if mem != nil {
+			mem.Close()
+		}
+	}()
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/task/" + t.Name() + "/syscall")
+		if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				return false, procError(err)
+			}
+			continue // the thread ended meanwhile
+		}
+		nr, args, ok := parseSyscall(string(b))
+		if !ok {
+			continue // running, or not in a system call
+		}
+		kind, waits := waitSyscalls[nr]
+		if !waits {
+			continue
+		}
+		if kind == waitAccept {
+			if fds[int(int32(args[0]))] {
+				return true, nil
+			}
+			continue
+		}
+		if mem == nil {
+			if mem, err = os.Open(dir + "/mem"); err != nil {
+				mem = nil
+				return false, procError(err)
+			}
+		}
+		if waitsIn(mem, kind, args, fds) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// parseSyscall parses /proc/PID/task/TID/syscall: "NR ARG0 .. ARG5 SP PC"
+// while blocked in a system call, "running" or "-1 SP PC" otherwise.
+func parseSyscall(s string) (nr int, args [6]uint64, ok bool) {
+	f := strings.Fields(s)
+	if len(f) < 7 {
+		return 0, args, false
+	}
+	nr, err := strconv.Atoi(f[0])
+	if err != nil || nr < 0 {
+		return 0, args, false
+	}
+	for i := range args {
+		v, err := strconv.ParseUint(strings.TrimPrefix(f[i+1], "0x"), 16, 64)
+		if err != nil {
+			return 0, args, false
+		}
+		args[i] = v
+	}
+	return nr, args, true
+}
+
+type waitKind int
+
+const (
+	waitAccept waitKind = iota // accept(fd, ...), accept4(fd, ...)
+	waitPoll                   // poll(fds, nfds, ...), ppoll
+	waitSelect                 // select(nfds, readfds, ...), pselect6
+)
+
+// waitsIn reads the descriptors a blocked poll or select waits on from the
+// process's memory.
+func waitsIn(mem *os.File, kind waitKind, args [6]uint64, fds map[int]bool) bool {
+	switch kind {
+	case waitPoll:
+		n := min(args[1], maxWaitFDs)
+		buf := make([]byte, 8*n) // struct pollfd { int fd; short events, revents; }
+		if _, err := mem.ReadAt(buf, int64(args[0])); err != nil || args[0] == 0 {
+			return false
+		}
+		for i := uint64(0); i < n; i++ {
+			fd := int32(binary.NativeEndian.Uint32(buf[8*i:]))
+			events := binary.NativeEndian.Uint16(buf[8*i+4:])
+			if events&unix.POLLIN != 0 && fds[int(fd)] {
+				return true
+			}
+		}
+	case waitSelect:
+		if args[1] == 0 {
+			return false // no read set
+		}
+		n := min(args[0], maxWaitFDs)
+		word := uint64(unsafe.Sizeof(uintptr(0))) // fd_set is an array of longs
+		words := (n + 8*word - 1) / (8 * word)
+		buf := make([]byte, words*word)
+		if _, err := mem.ReadAt(buf, int64(args[1])); err != nil {
+			return false
+		}
+		for fd := range fds {
+			if uint64(fd) >= n {
+				continue
+			}
+			i := uint64(fd) / (8 * word)
+			var w uint64
+			if word == 8 {
+				w = binary.NativeEndian.Uint64(buf[i*8:])
+			} else {
+				w = uint64(binary.NativeEndian.Uint32(buf[i*4:]))
+			}
+			if w>>(uint64(fd)%(8*word))&1 != 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// procError sorts an error reading /proc/PID: the process has gone, or
+// the master may not look.
+func procError(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.ESRCH):
+		return errProcessGone
+	case errors.Is(err, fs.ErrPermission):
+		return &undetectable{"the master may not read the worker's /proc entries (" + err.Error() + "): it runs as another user, or ptrace access is restricted"}
+	default:
+		return &undetectable{"reading the worker's /proc entries failed: " + err.Error()}
+	}
+}

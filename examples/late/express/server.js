@@ -1,0 +1,27 @@
+// An Express 5 app that knows nothing of recluster: it takes the socket
+// systemd-style on fd 3, but only after LATE_MS (3 s by default), as an
+// app that loads a lot before it listens would, and drains on SIGTERM.
+// recluster's default readiness must wait until it really accepts.
+'use strict';
+
+const express = require('express');
+
+const app = express();
+app.all('/', (req, res) => {
+  res.set('X-Worker-Pid', String(process.pid));
+  res.set('X-Worker-Id', process.env.WORKER_ID || '');
+  res.set('Connection', 'close');
+  res.send('hello from express\n');
+});
+
+const late = Number(process.env.LATE_MS || 3000);
+const exitAfter = Number(process.env.EXIT_AFTER_MS || 0);
+if (exitAfter > 0) setTimeout(() => process.exit(1), exitAfter);
+
+setTimeout(() => {
+  const server = app.listen({ fd: 3 });
+  process.on('SIGTERM', () => {
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+  });
+}, late);

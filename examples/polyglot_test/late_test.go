@@ -1,0 +1,260 @@
+package polyglot_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Servers that know nothing of recluster and start to accept on their
+// inherited socket late (examples/late): with the default readiness, a
+// reload must not commit before the new workers accept.
+
+const lateListen = 3 * time.Second
+
+func TestLateListenersUnderCLI(t *testing.T) {
+	cases := []struct {
+		name string
+		late time.Duration
+		argv func(t *testing.T) []string
+		env  []string
+	}{
+		{"express", lateListen, func(t *testing.T) []string { return []string{nodeExe(t), expressApp(t)} }, nil},
+		{"python-asyncio", lateListen, func(t *testing.T) []string {
+			return []string{python(t).interpreter, lateScript(t, "asyncio_server.py")}
+		}, nil},
+		{"python-accept", lateListen, func(t *testing.T) []string {
+			return []string{python(t).interpreter, lateScript(t, "blocking_server.py")}
+		}, nil},
+		{"python-poll", time.Second, func(t *testing.T) []string {
+			return []string{python(t).interpreter, lateScript(t, "blocking_server.py")}
+		}, []string{"WAIT=poll"}},
+		{"python-select", time.Second, func(t *testing.T) []string {
+			return []string{python(t).interpreter, lateScript(t, "blocking_server.py")}
+		}, []string{"WAIT=select"}},
+		{"go", lateListen, func(t *testing.T) []string { return []string{goServer(t)} }, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := append([]string{fmt.Sprintf("LATE_MS=%d", tc.late.Milliseconds())}, tc.env...)
+			m := startCLIMaster(t, env, []string{"--workers", "2", "--listen", "127.0.0.1:0", "--stop-signal", "TERM",
+				"--timeout", drainTimeout.String(), "--respawn", "100ms"}, tc.argv(t))
+			st := m.waitActive(t, 2, tc.late+20*time.Second)
+			l := startLoad(strings.TrimPrefix(st.Addrs[0], "tcp:"), 4, 0)
+			defer l.stop()
+			l.waitOK(t, 50)
+			began := time.Now()
+			if out, err := m.command("reload"); err != nil {
+				t.Fatalf("recluster reload: %v\n%s", err, out)
+			}
+			took := time.Since(began)
+			if took < tc.late {
+				t.Errorf("the reload committed after %v, before the new workers could accept (they listen %v after exec)", took, tc.late)
+			}
+			st = m.status(t)
+			l.waitServedBy(t, activePIDs(st))
+			l.waitOK(t, l.ok.Load()+50)
+			l.stop()
+			t.Logf("reload took %v; %d requests, %d failed", took.Round(time.Millisecond), l.ok.Load()+l.failed.Load(), l.failed.Load())
+			// These servers' own drains (SIGTERM) sometimes fail a request
+			// or three; what is asserted here is readiness, not their drain.
+			if n := l.failed.Load(); n > 0 {
+				t.Logf("%d requests failed; first errors:\n%s", n, strings.Join(l.errors(), "\n"))
+			}
+			m.stop(t)
+		})
+	}
+}
+
+// ---------------------------------------------------------------- programs
+
+func nodeExe(t *testing.T) string {
+	t.Helper()
+	exe, err := exec.LookPath("node")
+	if err != nil {
+		skipOutsideCI(t, "node is not installed")
+	}
+	exe, _ = filepath.Abs(exe)
+	return exe
+}
+
+var npmOnce sync.Once
+
+// expressApp installs the Express example's locked dependencies (npm ci)
+// once, unless they are there already.
+func expressApp(t *testing.T) string {
+	t.Helper()
+	dir := example(t, "late", "express")
+	var err error
+	var out []byte
+	npmOnce.Do(func() {
+		if _, statErr := os.Stat(filepath.Join(dir, "node_modules", "express")); statErr == nil {
+			return
+		}
+		npm, lookErr := exec.LookPath("npm")
+		if lookErr != nil {
+			err = lookErr
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		out, err = cmd.CombinedOutput()
+	})
+	if err != nil {
+		skipOutsideCI(t, fmt.Sprintf("npm ci in %s failed: %v\n%s", dir, err, out))
+	}
+	if _, statErr := os.Stat(filepath.Join(dir, "node_modules", "express")); statErr != nil {
+		skipOutsideCI(t, "Express is not installed in "+dir+" (npm ci)")
+	}
+	return filepath.Join(dir, "server.js")
+}
+
+func lateScript(t *testing.T, name string) string { return example(t, "late", name) }
+
+var (
+	goServerOnce sync.Once
+	goServerPath string
+	goServerErr  error
+)
+
+func goServer(t *testing.T) string {
+	t.Helper()
+	goServerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "recluster-late-")
+		if err != nil {
+			goServerErr = err
+			return
+		}
+		goServerPath = filepath.Join(dir, "goserver")
+		out, err := exec.Command("go", "build", "-o", goServerPath, "github.com/recluster-go/recluster/examples/late/goserver").CombinedOutput()
+		if err != nil {
+			goServerErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if goServerErr != nil {
+		t.Fatal(goServerErr)
+	}
+	return goServerPath
+}
+
+// skipOutsideCI skips a test whose tools are missing, except under CI,
+// which installs them (.ci/run) and must never skip.
+func skipOutsideCI(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip(why + "; skipping")
+}
+
+// ---------------------------------------------------------------- master
+
+type cliMaster struct {
+	bin, control string
+	out          *lockedBuffer
+	exited       chan error
+}
+
+func startCLIMaster(t *testing.T, env, runArgs, argv []string) *cliMaster {
+	t.Helper()
+	m := &cliMaster{bin: cli(t), control: filepath.Join(t.TempDir(), "control.sock"), out: &lockedBuffer{}, exited: make(chan error, 1)}
+	args := append(append([]string{"run", "--control", m.control}, runArgs...), "--")
+	cmd := exec.Command(m.bin, append(args, argv...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = m.out, m.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { m.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-m.exited:
+		default:
+			cmd.Process.Kill() // the workers follow it (parent-death signal)
+			<-m.exited
+		}
+		if t.Failed() {
+			t.Logf("master and worker output:\n%s", m.out.String())
+		}
+	})
+	return m
+}
+
+func (m *cliMaster) command(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := exec.CommandContext(ctx, m.bin, append(args, "--control", m.control)...).CombinedOutput()
+	return string(b), err
+}
+
+func (m *cliMaster) tryStatus() (cliStatus, error) {
+	var st cliStatus
+	b, err := m.command("status", "--json")
+	if err != nil {
+		return st, fmt.Errorf("%v: %s", err, b)
+	}
+	err = json.Unmarshal([]byte(b), &st)
+	return st, err
+}
+
+func (m *cliMaster) status(t *testing.T) cliStatus {
+	t.Helper()
+	st, err := m.tryStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitActive waits for n active workers and the master's addresses.
+func (m *cliMaster) waitActive(t *testing.T, n int, limit time.Duration) cliStatus {
+	t.Helper()
+	var st cliStatus
+	waitFor(t, limit, fmt.Sprintf("%d active workers", n), func() bool {
+		select {
+		case err := <-m.exited:
+			m.exited <- err
+			t.Fatalf("the master exited early: %v", err)
+		default:
+		}
+		var err error
+		st, err = m.tryStatus()
+		return err == nil && len(activePIDs(st)) == n && len(st.Addrs) > 0
+	})
+	return st
+}
+
+func (m *cliMaster) stop(t *testing.T) {
+	t.Helper()
+	if out, err := m.command("stop"); err != nil {
+		t.Errorf("recluster stop: %v\n%s", err, out)
+	}
+	select {
+	case err := <-m.exited:
+		m.exited <- err
+		if err != nil {
+			t.Errorf("the master exited with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("the master did not exit within 20s of recluster stop")
+	}
+}
+
+func activePIDs(st cliStatus) map[int]bool {
+	pids := map[int]bool{}
+	for _, w := range st.Workers {
+		if w.State == "active" {
+			pids[w.PID] = true
+		}
+	}
+	return pids
+}
