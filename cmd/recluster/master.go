@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/internal/systemd"
 )
 
 // master is the running side of recluster run: it turns signals and
@@ -149,18 +150,18 @@ func (m *master) onEvent(e recluster.Event) {
 	switch e.Kind {
 	case recluster.EventActive:
 		if m.allActive() {
-			m.notify.started(fmt.Sprintf("READY=1\nSTATUS=%d workers active (generation %d)\nMAINPID=%d", m.c.Status().Slots, e.Generation, os.Getpid()))
+			m.notify.started(systemd.Ready(fmt.Sprintf("%d workers active (generation %d)", m.c.Status().Slots, e.Generation)), systemd.MainPID(os.Getpid()))
 		}
 	case recluster.EventReloadStarted:
-		m.notify.update(fmt.Sprintf("RELOADING=1\nSTATUS=reloading to generation %d\nMONOTONIC_USEC=%d", e.Generation, monotonicUsec()))
+		m.notify.update(systemd.Reloading(fmt.Sprintf("reloading to generation %d", e.Generation)))
 	case recluster.EventReloadCommitted:
-		m.notify.update(fmt.Sprintf("READY=1\nSTATUS=generation %d active", e.Generation))
+		m.notify.update(systemd.Ready(fmt.Sprintf("generation %d active", e.Generation)))
 	case recluster.EventReloadAborted:
 		if m.notify.isStopping() {
 			m.abortedByStop.Store(true)
 		}
 		if e.Reason != "superseded" {
-			m.notify.update(fmt.Sprintf("READY=1\nSTATUS=reload to generation %d aborted", e.Generation))
+			m.notify.update(systemd.Ready(fmt.Sprintf("reload to generation %d aborted", e.Generation)))
 		}
 	case recluster.EventStopped:
 		close(m.eventsDone)
