@@ -7,4 +7,6 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
+require golang.org/x/net v0.62.0 // indirect
+
 replace github.com/recluster-go/recluster => ../
