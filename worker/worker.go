@@ -1,11 +1,30 @@
-// Package worker is the worker side of recluster: the slot (WORKER_ID),
-// listeners shared through the master, readiness, and the signal to leave.
+// Package worker is the worker side of recluster: the slot ([ID]),
+// listeners shared through the master ([Listen]), readiness ([Ready]), and
+// the signal to leave ([Disconnected], [Serve]).
 //
 // Every function also works when the program runs alone, without a master:
-// ID is 0, Listen is net.Listen (or takes a socket that systemd passed),
+// ID is 0, Listen is [net.Listen] (or takes a socket that systemd passed),
 // Ready tells systemd if NOTIFY_SOCKET is set, and Disconnected closes on
 // SIGTERM or SIGINT. So the same binary runs under recluster, under
 // systemd, or by hand.
+//
+// # Environment
+//
+// The package reads what the process inherited once, when it is
+// initialised. Under a master ([IsWorker]) it then takes the variables that
+// the master set for this one process out of the environment: the channel
+// to the master, LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES and NOTIFY_SOCKET,
+// so that the worker's own children do not take them for theirs. WORKER_ID
+// and RECLUSTER_GENERATION stay.
+//
+// In any other process the environment is the program's and the package
+// leaves it as it is: a program alone keeps what systemd gave it, and a
+// master built on [github.com/recluster-go/recluster] that imports this
+// package to be its own worker ([github.com/recluster-go/recluster.Self])
+// still finds its NOTIFY_SOCKET and LISTEN_* variables, to notify systemd
+// and to take the sockets that systemd passed. In every process the passed
+// sockets (fds 3 and up, when LISTEN_PID is the process's pid) are marked
+// close-on-exec.
 package worker
 
 import (
@@ -22,55 +41,41 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster/internal/proto"
+	"github.com/recluster-go/recluster/internal/systemd"
 	"golang.org/x/sys/unix"
 )
 
-// What the process inherited, read once at start-up. The variables that
-// would mislead the program's own children are removed from the
-// environment then, and the inherited descriptors made close-on-exec.
+// What the process inherited, read once at start-up (see the package
+// documentation, Environment).
 var inherited = readEnvironment()
 
 type environment struct {
-	id           int
-	generation   int
-	channelFD    int // -1 when there is no master
-	timeout      time.Duration
-	heartbeat    time.Duration
-	notifySocket string
-	listenFDs    []inheritedFD
+	id         int
+	generation int
+	channelFD  int // -1 when there is no master
+	timeout    time.Duration
+	heartbeat  time.Duration
+	sockets    []systemd.Socket // passed by socket activation, close-on-exec
 }
 
-type inheritedFD struct {
-	fd   int
-	name string
-}
+// workerOnlyEnv are the variables a master sets for one worker process:
+// under a master they are taken out of the environment so that the
+// worker's own children do not mistake them for theirs.
+var workerOnlyEnv = append([]string{proto.EnvChannelFD, "NOTIFY_SOCKET"}, systemd.ListenEnv...)
 
 func readEnvironment() environment {
 	env := environment{channelFD: -1}
 	env.id, _ = strconv.Atoi(os.Getenv(proto.EnvWorkerID))
 	env.generation, _ = strconv.Atoi(os.Getenv(proto.EnvGeneration))
+	env.timeout, _ = time.ParseDuration(os.Getenv(proto.EnvTimeout))
+	env.heartbeat, _ = time.ParseDuration(os.Getenv(proto.EnvHeartbeat))
+	env.sockets = systemd.Sockets()
 	if fd, err := strconv.Atoi(os.Getenv(proto.EnvChannelFD)); err == nil && fd > 2 {
 		env.channelFD = fd
 		unix.CloseOnExec(fd)
-	}
-	env.timeout, _ = time.ParseDuration(os.Getenv(proto.EnvTimeout))
-	env.heartbeat, _ = time.ParseDuration(os.Getenv(proto.EnvHeartbeat))
-	env.notifySocket = os.Getenv("NOTIFY_SOCKET")
-	if pid, err := strconv.Atoi(os.Getenv("LISTEN_PID")); err == nil && pid == os.Getpid() {
-		n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
-		names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
-		for i := 0; i < n; i++ {
-			fd := 3 + i
-			unix.CloseOnExec(fd)
-			name := "unknown"
-			if i < len(names) && names[i] != "" {
-				name = names[i]
-			}
-			env.listenFDs = append(env.listenFDs, inheritedFD{fd: fd, name: name})
+		for _, k := range workerOnlyEnv {
+			os.Unsetenv(k)
 		}
-	}
-	for _, k := range []string{proto.EnvChannelFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"} {
-		os.Unsetenv(k)
 	}
 	return env
 }
@@ -91,11 +96,14 @@ func ID() int { return inherited.id }
 // one more per reload), or 0 when the program runs alone.
 func Generation() int { return inherited.generation }
 
-// IsWorker reports whether the program runs under a recluster master.
+// IsWorker reports whether the program runs under a recluster master: a
+// program that is its own worker ([github.com/recluster-go/recluster.Self])
+// asks it to choose between serving and being the master.
 func IsWorker() bool { return inherited.channelFD >= 0 }
 
 // DrainTimeout returns how long the master lets this worker drain after
-// telling it to disconnect, before it kills it; 0 when unknown.
+// telling it to disconnect, before it kills it
+// ([github.com/recluster-go/recluster.Options].Timeout); 0 when unknown.
 func DrainTimeout() time.Duration { return inherited.timeout }
 
 // master is the worker's end of the channel, opened on first use.
@@ -248,10 +256,13 @@ func fileListener(fd int, name string) (net.Listener, error) {
 // Listen returns a listener for address. Under a master it is a duplicate
 // of the master's socket for that address (the first worker to ask makes
 // the master bind it), so every worker and generation shares one accept
-// queue. Sockets passed the systemd way (LISTEN_FDS) are used when one
-// matches. Alone, it is net.Listen.
+// queue. A socket passed the systemd way (LISTEN_FDS, by the master's
+// [github.com/recluster-go/recluster.Options].Sockets or by systemd) is used
+// when it matches: by its name, as "name:NAME" or NAME, or by its address,
+// where a wildcard host on either side matches any IP; a single passed
+// socket matches any address. Alone, it is [net.Listen].
 func Listen(network, address string) (net.Listener, error) {
-	if ln, ok, err := listenInherited(address); ok {
+	if ln, ok, err := listenInherited(network, address); ok {
 		return ln, err
 	}
 	m, err := channel()
@@ -266,78 +277,51 @@ func Listen(network, address string) (net.Listener, error) {
 
 // listenInherited finds a passed socket by name ("name:http" or the bare
 // name) or by address; with a single passed socket, any address matches.
-func listenInherited(address string) (net.Listener, bool, error) {
-	fds := inherited.listenFDs
-	if len(fds) == 0 {
-		return nil, false, nil
-	}
-	for _, lf := range fds {
-		if lf.name == strings.TrimPrefix(address, "name:") || addressMatches(lf.fd, address) || len(fds) == 1 {
-			if on, err := unix.GetsockoptInt(lf.fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || on != 1 {
-				return nil, true, fmt.Errorf("worker: inherited fd %d (%s) is not a listening socket; with systemd, use Accept=no in the socket unit", lf.fd, lf.name)
-			}
-			dup, err := unix.FcntlInt(uintptr(lf.fd), unix.F_DUPFD_CLOEXEC, 0)
-			if err != nil {
-				return nil, true, fmt.Errorf("worker: inherited socket %s: %w", lf.name, err)
-			}
-			ln, err := fileListener(dup, lf.name)
-			if err == nil {
-				// The master cannot see a worker start listening on an
-				// inherited socket: say so (ReadyWhen=listening).
-				send(proto.Message{Cmd: proto.CmdListening, Address: ln.Addr().String()}, "")
-			}
-			return ln, true, err
+func listenInherited(network, address string) (net.Listener, bool, error) {
+	socks := inherited.sockets
+	for _, sock := range socks {
+		if !sock.Serves(strings.TrimPrefix(address, "name:"), network, address) && len(socks) > 1 {
+			continue
 		}
+		if !systemd.Listening(sock.FD) {
+			return nil, true, fmt.Errorf("worker: inherited fd %d (%s) is not a listening socket; with systemd, use Accept=no in the socket unit", sock.FD, sock.Name)
+		}
+		dup, err := unix.FcntlInt(uintptr(sock.FD), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, true, fmt.Errorf("worker: inherited socket %s: %w", sock.Name, err)
+		}
+		ln, err := fileListener(dup, sock.Name)
+		if err == nil {
+			// The master cannot see a worker start listening on an
+			// inherited socket: say so (ReadyWhen=listening).
+			send(proto.Message{Cmd: proto.CmdListening, Address: ln.Addr().String()}, "")
+		}
+		return ln, true, err
 	}
 	return nil, false, nil
 }
 
-func addressMatches(fd int, address string) bool {
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return false
-	}
-	host, port, err := net.SplitHostPort(address)
-	if err != nil {
-		if u, ok := sa.(*unix.SockaddrUnix); ok {
-			return u.Name == address
-		}
-		return false
-	}
-	var gotPort int
-	var gotIP net.IP
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		gotPort, gotIP = a.Port, net.IP(a.Addr[:])
-	case *unix.SockaddrInet6:
-		gotPort, gotIP = a.Port, net.IP(a.Addr[:])
-	default:
-		return false
-	}
-	if strconv.Itoa(gotPort) != port {
-		return false
-	}
-	return host == "" || gotIP.Equal(net.ParseIP(host)) || gotIP.IsUnspecified()
-}
-
-// Ready tells the master that this worker is ready to serve (for
-// ReadyWhen=ready); under systemd alone it sends READY=1. Alone it does
-// nothing.
+// Ready tells the master that this worker is ready to serve, which is when
+// it counts as ready with ReadyWhen [github.com/recluster-go/recluster.Ready].
+// Alone under systemd it sends READY=1 to NOTIFY_SOCKET; alone without
+// systemd it does nothing.
 func Ready() error {
-	return send(proto.Message{Cmd: proto.CmdReady}, "READY=1")
+	return send(proto.Message{Cmd: proto.CmdReady}, systemd.Ready(""))
 }
 
 // SetStatus publishes a short status line that operators see in
-// `recluster status` (or systemctl status).
+// `recluster status` (alone under systemd: STATUS= in systemctl status).
 func SetStatus(text string) error {
-	return send(proto.Message{Cmd: proto.CmdStatus, Status: text}, "STATUS="+text)
+	return send(proto.Message{Cmd: proto.CmdStatus, Status: text}, systemd.Status(text))
 }
 
-// Heartbeat tells the master that the worker is not hung. Workers whose
-// master sets a heartbeat timeout send one by themselves; a program may
-// also call it from its own main loop, which proves more than a timer does.
+// Heartbeat tells the master that the worker is not hung (alone under
+// systemd: WATCHDOG=1). Workers whose master sets
+// [github.com/recluster-go/recluster.Options].HeartbeatTimeout send one by
+// themselves; a program may also call it from its own main loop, which
+// proves more than a timer does.
 func Heartbeat() error {
-	return send(proto.Message{Cmd: proto.CmdHeartbeat}, "WATCHDOG=1")
+	return send(proto.Message{Cmd: proto.CmdHeartbeat}, systemd.Watchdog)
 }
 
 // Retire asks the master to replace this worker: the master starts a new
@@ -350,7 +334,8 @@ func Retire() error {
 	return send(proto.Message{Cmd: proto.CmdDisconnect}, "")
 }
 
-func send(msg proto.Message, notifyLine string) error {
+// send tells the master, or alone systemd when notification is not empty.
+func send(msg proto.Message, notification string) error {
 	m, err := channel()
 	if err != nil {
 		return err
@@ -358,23 +343,12 @@ func send(msg proto.Message, notifyLine string) error {
 	if m != nil {
 		return m.conn.Send(msg, -1)
 	}
-	if notifyLine != "" && inherited.notifySocket != "" {
-		return sdNotify(inherited.notifySocket, notifyLine)
+	if notification != "" {
+		if err := systemd.Notify(notification); err != nil {
+			return fmt.Errorf("worker: sd_notify: %w", err)
+		}
 	}
 	return nil
-}
-
-func sdNotify(socket, line string) error {
-	if strings.HasPrefix(socket, "@") {
-		socket = "\x00" + socket[1:]
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: socket, Net: "unixgram"})
-	if err != nil {
-		return fmt.Errorf("worker: sd_notify: %w", err)
-	}
-	defer conn.Close()
-	_, err = conn.Write([]byte(line))
-	return err
 }
 
 // Disconnected returns a channel that is closed when this worker should

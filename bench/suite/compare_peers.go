@@ -65,14 +65,16 @@ type cmpTools struct {
 func cmpPrepare(ctx context.Context, env *Env) (*cmpTools, error) {
 	t := &cmpTools{goVer: cmdOut("go", "env", "GOVERSION"), reclusterVer: reclusterRevision()}
 	t.plain = filepath.Join(env.Dir, "compare-plain")
-	env.Log("compare: go build ./bench/compare/plain")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", t.plain, "./bench/compare/plain").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./bench/compare/plain: %v: %s", err, out)
+	env.Log("compare: go build ./compare/plain (in bench/)")
+	build := exec.CommandContext(ctx, "go", "build", "-o", t.plain, "./compare/plain")
+	build.Dir = filepath.Join(env.Root, "bench")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./compare/plain in bench/: %v: %s", err, out)
 	}
 
 	// tableflip is a module of its own so that recluster does not depend on
 	// it; build it in its directory.
-	tfDir, _ := filepath.Abs(filepath.Join("bench", "compare", "tableflip"))
+	tfDir := filepath.Join(env.Root, "bench", "compare", "tableflip")
 	t.tableflipVer = goModRequire(filepath.Join(tfDir, "go.mod"), "github.com/cloudflare/tableflip")
 	bin := filepath.Join(env.Dir, "compare-tableflip")
 	env.Log("compare: go build in bench/compare/tableflip (github.com/cloudflare/tableflip %s)", t.tableflipVer)
@@ -92,7 +94,7 @@ func cmpPrepare(ctx context.Context, env *Env) (*cmpTools, error) {
 		return t, nil
 	}
 	t.nodeVer = cmdOut(node, "--version")
-	src, _ := filepath.Abs(filepath.Join("bench", "compare", "node"))
+	src := filepath.Join(env.Root, "bench", "compare", "node")
 	dst := filepath.Join(env.Dir, "compare-node")
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return nil, err

@@ -1,11 +1,13 @@
 //go:build linux
 
 // Command suite runs recluster's benchmark scenarios and writes
-// docs/benchmarks.md:
+// docs/benchmarks.md. It belongs to the bench module, so it runs from
+// bench/ (or anywhere below the repository root):
 //
-//	go run ./bench/suite                 # the whole suite, at full scale
-//	go run ./bench/suite -quick          # a smoke run, every scenario shrunk
-//	go run ./bench/suite -only reload,balance -out /tmp/b.md
+//	cd bench
+//	go run ./suite                 # the whole suite, at full scale
+//	go run ./suite -quick          # a smoke run, every scenario shrunk
+//	go run ./suite -only reload,balance -out /tmp/b.md
 //
 // It builds the recluster CLI and the worker programs into a temporary
 // directory, runs each scenario against 127.0.0.1 only, and writes a
@@ -29,7 +31,7 @@ import (
 func main() {
 	quick := flag.Bool("quick", false, "shrink every scenario (a smoke run of about 2 minutes)")
 	only := flag.String("only", "", "comma-separated scenario names to run (default: all)")
-	out := flag.String("out", "docs/benchmarks.md", "the report to write (- for stdout)")
+	out := flag.String("out", "", "the report to write (- for stdout; default: docs/benchmarks.md in the repository)")
 	keep := flag.Bool("keep", false, "keep the temporary directory (binaries and master logs)")
 	list := flag.Bool("list", false, "list the scenarios and exit")
 	flag.Parse()
@@ -50,6 +52,13 @@ func run(quick bool, only, out string, keep bool) error {
 	if len(todo) == 0 {
 		return fmt.Errorf("no scenario matches -only %q (see -list)", only)
 	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		out = filepath.Join(root, "docs", "benchmarks.md")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -64,7 +73,8 @@ func run(quick bool, only, out string, keep bool) error {
 	}
 	start := time.Now()
 	env := &Env{
-		Dir: dir,
+		Root: root,
+		Dir:  dir,
 		Log: func(format string, args ...any) {
 			fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 		},
@@ -77,9 +87,10 @@ func run(quick bool, only, out string, keep bool) error {
 		*b.dst = filepath.Join(dir, filepath.Base(b.pkg))
 		env.Log("go build %s", b.pkg)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", *b.dst, b.pkg)
+		cmd.Dir = root
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go build %s (run the suite from the repository root): %w", b.pkg, err)
+			return fmt.Errorf("go build %s in %s: %w", b.pkg, root, err)
 		}
 	}
 
@@ -118,6 +129,29 @@ func run(quick bool, only, out string, keep bool) error {
 	return os.WriteFile(out, []byte(report), 0o644)
 }
 
+// rootModule is the first line of the repository root's go.mod.
+const rootModule = "module github.com/recluster-go/recluster"
+
+// repoRoot finds the repository's root: the nearest directory at or above
+// the working directory whose go.mod declares the recluster module (bench/
+// has a go.mod of its own).
+func repoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+			if first, _, _ := strings.Cut(string(b), "\n"); strings.TrimSpace(first) == rootModule {
+				return dir, nil
+			}
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("%s is not inside the recluster repository: run the suite from bench/ (cd bench && go run ./suite)", wd)
+		}
+	}
+}
+
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
 	return strings.ReplaceAll(s, "`", "'")
@@ -126,7 +160,7 @@ func oneLine(s string) string {
 func header(quick bool, took time.Duration) string {
 	var b strings.Builder
 	b.WriteString("# recluster benchmarks\n\n")
-	b.WriteString("Written by `go run ./bench/suite` (bench/suite); do not edit by hand. ")
+	b.WriteString("Written by `go run ./suite` in bench/ (bench/suite); do not edit by hand. ")
 	b.WriteString("See bench/README.md for what each scenario does and how to run one alone.\n\n")
 	if quick {
 		b.WriteString("**This is a -quick smoke run: every scenario is shrunk, the figures are not the published ones.**\n\n")
@@ -146,7 +180,7 @@ func header(quick bool, took time.Duration) string {
 }
 
 func commandLine() string {
-	args := []string{"go run ./bench/suite"}
+	args := []string{"cd bench && go run ./suite"}
 	for _, a := range os.Args[1:] {
 		if strings.ContainsAny(a, " \t'\"") {
 			a = "'" + a + "'"

@@ -11,6 +11,9 @@ import (
 // Env is what every scenario gets: the binaries the suite built and how to
 // report progress.
 type Env struct {
+	// Root is the repository's root directory, where the suite builds the
+	// CLI and the worker programs.
+	Root string
 	// Dir is the suite's temporary directory; the binaries, control
 	// sockets and master logs live there.
 	Dir string

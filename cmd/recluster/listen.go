@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/internal/systemd"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,111 +85,50 @@ func checkFDName(name string) error {
 	return nil
 }
 
-// inheritedFD is a socket that systemd (or systemd-socket-activate) passed
-// to the master.
-type inheritedFD struct {
-	fd   int
-	name string
-}
-
-// takeInherited reads LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID, checks
-// that they are meant for this process, marks the descriptors
-// close-on-exec and removes the variables from the environment.
-func takeInherited() []inheritedFD {
-	defer func() {
-		for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
-			os.Unsetenv(k)
-		}
-	}()
-	pid, err := strconv.Atoi(os.Getenv("LISTEN_PID"))
-	if err != nil || pid != os.Getpid() {
-		return nil
-	}
-	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
-	if err != nil || n <= 0 {
-		return nil
-	}
-	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
-	var fds []inheritedFD
-	for i := 0; i < n; i++ {
-		fd := 3 + i
-		unix.CloseOnExec(fd)
-		name := "unknown"
-		if i < len(names) && names[i] != "" {
-			name = names[i]
-		}
-		fds = append(fds, inheritedFD{fd: fd, name: name})
-	}
-	return fds
+// takeInherited returns the sockets that systemd (or
+// systemd-socket-activate) passed to the master, close-on-exec, and takes
+// LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES out of the environment: they
+// describe the master, not its workers.
+func takeInherited() []systemd.Socket {
+	defer systemd.UnsetListenEnv()
+	return systemd.Sockets()
 }
 
 // matchInherited has each --listen address served by the inherited
 // socket with its name (when NAME= was given) or its address. Without
 // --listen, every inherited socket is passed on, under its own name.
 // Inherited sockets that match nothing are closed.
-func matchInherited(specs []listenSpec, fds []inheritedFD, log *slog.Logger) []listenSpec {
-	if len(fds) == 0 {
+func matchInherited(specs []listenSpec, socks []systemd.Socket, log *slog.Logger) []listenSpec {
+	if len(socks) == 0 {
 		return specs
 	}
 	if len(specs) == 0 {
-		for _, f := range fds {
-			specs = append(specs, listenSpec{sock: recluster.Socket{Name: f.name, FD: f.fd}, named: true})
-			log.Info("recluster: using a socket passed by systemd", "name", f.name, "fd", f.fd)
+		for _, f := range socks {
+			specs = append(specs, listenSpec{sock: recluster.Socket{Name: f.Name, FD: f.FD}, named: true})
+			log.Info("recluster: using a socket passed by systemd", "name", f.Name, "fd", f.FD)
 		}
 		return specs
 	}
 	used := map[int]bool{}
 	for i := range specs {
-		for _, f := range fds {
-			if used[f.fd] {
-				continue
-			}
-			if (specs[i].named && f.name == specs[i].sock.Name) || fdMatches(f.fd, specs[i].sock) {
-				used[f.fd] = true
-				specs[i].sock.FD = f.fd
-				log.Info("recluster: using a socket passed by systemd", "listen", specs[i].sock.Address, "name", f.name, "fd", f.fd)
+		name := ""
+		if specs[i].named {
+			name = specs[i].sock.Name
+		}
+		for _, f := range socks {
+			if !used[f.FD] && f.Serves(name, specs[i].sock.Network, specs[i].sock.Address) {
+				used[f.FD] = true
+				specs[i].sock.FD = f.FD
+				log.Info("recluster: using a socket passed by systemd", "listen", specs[i].sock.Address, "name", f.Name, "fd", f.FD)
 				break
 			}
 		}
 	}
-	for _, f := range fds {
-		if !used[f.fd] {
-			log.Warn("recluster: closing a socket passed by systemd that matches no --listen address", "name", f.name, "fd", f.fd)
-			unix.Close(f.fd)
+	for _, f := range socks {
+		if !used[f.FD] {
+			log.Warn("recluster: closing a socket passed by systemd that matches no --listen address", "name", f.Name, "fd", f.FD)
+			unix.Close(f.FD)
 		}
 	}
 	return specs
-}
-
-// fdMatches reports whether the socket fd is bound to the address of s.
-func fdMatches(fd int, s recluster.Socket) bool {
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return false
-	}
-	if s.Network == "unix" {
-		u, ok := sa.(*unix.SockaddrUnix)
-		return ok && u.Name == s.Address
-	}
-	want, err := net.ResolveTCPAddr(s.Network, s.Address)
-	if err != nil {
-		return false
-	}
-	var ip net.IP
-	var port int
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		ip, port = net.IP(a.Addr[:]), a.Port
-	case *unix.SockaddrInet6:
-		ip, port = net.IP(a.Addr[:]), a.Port
-	default:
-		return false
-	}
-	if want.Port != 0 && want.Port != port {
-		return false
-	}
-	if want.IP == nil || want.IP.IsUnspecified() {
-		return ip.IsUnspecified()
-	}
-	return want.IP.Equal(ip)
 }

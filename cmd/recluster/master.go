@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/internal/systemd"
 )
 
 // master is the running side of recluster run: it turns signals and
@@ -135,12 +136,12 @@ func (m *master) onEvent(e recluster.Event) {
 			m.notify.started(firstReady(m.c.Status().Slots, e.Generation))
 		}
 	case recluster.EventReloadStarted:
-		m.notify.update(fmt.Sprintf("RELOADING=1\nSTATUS=reloading to generation %d\nMONOTONIC_USEC=%d", e.Generation, monotonicUsec()))
+		m.notify.update(systemd.Reloading(fmt.Sprintf("reloading to generation %d", e.Generation)))
 	case recluster.EventReloadCommitted:
 		m.notify.update(reloaded(e.Generation))
 	case recluster.EventReloadAborted:
 		if !errors.Is(e.Err, recluster.ErrSuperseded) {
-			m.notify.update(fmt.Sprintf("READY=1\nSTATUS=reload to generation %d aborted", e.Generation))
+			m.notify.update(systemd.Ready(fmt.Sprintf("reload to generation %d aborted", e.Generation)))
 		}
 	case recluster.EventMissed:
 		m.log.Warn("recluster: the systemd notifier fell behind the cluster's events", "missed", e.Missed)
@@ -175,12 +176,12 @@ func eventLevel(e recluster.Event) slog.Level {
 
 // firstReady is the sd_notify state once every slot is first served.
 func firstReady(slots, gen int) string {
-	return fmt.Sprintf("READY=1\nSTATUS=%d workers active (generation %d)\nMAINPID=%d", slots, gen, os.Getpid())
+	return systemd.Ready(fmt.Sprintf("%d workers active (generation %d)", slots, gen)) + "\n" + systemd.MainPID(os.Getpid())
 }
 
 // reloaded is the sd_notify state once generation gen serves every slot.
 func reloaded(gen int) string {
-	return fmt.Sprintf("READY=1\nSTATUS=generation %d active", gen)
+	return systemd.Ready(fmt.Sprintf("generation %d active", gen))
 }
 
 // allActive reports whether every slot has an active worker.

@@ -3,12 +3,12 @@ package main
 import (
 	"sync"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/recluster-go/recluster/internal/systemd"
 )
 
 // sdNotifier sends the master's own sd_notify messages to the
 // NOTIFY_SOCKET that systemd gave it. The variable stays in the master's
-// environment (go-systemd reads it there); workers never inherit it, as
+// environment (systemd.Notify reads it there); workers never inherit it, as
 // the library replaces it with a NOTIFY_SOCKET of their own.
 //
 // It keeps the order systemd expects whatever goroutine reports what:
@@ -22,33 +22,34 @@ type sdNotifier struct {
 	stopping bool // STOPPING=1 was sent
 }
 
-// send delivers state ("READY=1", ...) if the master runs under systemd.
-func (n *sdNotifier) send(state string) {
-	if _, err := daemon.SdNotify(false, state); err != nil && n.log != nil {
+// send delivers state (systemd.Ready(...), ...) if the master runs under
+// systemd.
+func (n *sdNotifier) send(state ...string) {
+	if err := systemd.Notify(state...); err != nil && n.log != nil {
 		n.log("recluster: sd_notify failed", "error", err)
 	}
 }
 
 // started sends the first READY=1, once.
-func (n *sdNotifier) started(state string) {
+func (n *sdNotifier) started(state ...string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.ready || n.stopping {
 		return
 	}
 	n.ready = true
-	n.send(state)
+	n.send(state...)
 }
 
 // update sends RELOADING=1 or a READY=1 that ends a reload: only between
 // the first READY=1 and STOPPING=1.
-func (n *sdNotifier) update(state string) {
+func (n *sdNotifier) update(state ...string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if !n.ready || n.stopping {
 		return
 	}
-	n.send(state)
+	n.send(state...)
 }
 
 // stop sends STOPPING=1, once.
@@ -59,5 +60,5 @@ func (n *sdNotifier) stop() {
 		return
 	}
 	n.stopping = true
-	n.send("STOPPING=1")
+	n.send(systemd.Stopping)
 }
