@@ -66,10 +66,10 @@ type socketRegistry struct {
 	stickyGroups []stickyGroup
 	// retiring holds the slots scaled away whose workers still serve
 	// what waits in their queues (supervisor.retireSticky).
-	retiring   map[int]*retiringSlot
-	byKey      map[string]*ownedSocket
-	passed     []*ownedSocket // Options.Sockets, in LISTEN_FDS order
-	unlinks    []string       // Unix socket paths the master created
+	retiring map[int]*retiringSlot
+	byKey    map[string]*ownedSocket
+	passed   []*ownedSocket // Options.Sockets, in LISTEN_FDS order
+	unlinks  []string       // Unix socket paths the master created
 	// bound maps an address that asked for port 0 to the port it got, so
 	// that every slot's SO_REUSEPORT socket joins the same group.
 	bound map[string]string
