@@ -1,11 +1,9 @@
 package deploy_test
 
-// The real-platform tests: the recipes run under a real systemd as PID 1
-// (systemd-nspawn --boot in a debootstrap rootfs) and a real Docker daemon
-// (dockerd started by the test in a network namespace of its own). They
-// need root on Debian, install what they need with apt-get, keep the
-// rootfs and images in a cache directory between runs, and stop
-// everything they start. RECLUSTER_PLATFORM_TESTS=1 turns them on (.ci/run
+// The real-platform tests: the systemd units run under a real systemd as
+// PID 1 (systemd-nspawn --boot in a debootstrap rootfs). They need root on
+// Debian, install what they need with apt-get, keep the rootfs in a cache
+// directory between runs, and stop everything they start. RECLUSTER_PLATFORM_TESTS=1 turns them on (.ci/run
 // does, in a step of its own):
 //
 //	RECLUSTER_PLATFORM_TESTS=1 go test -count=1 -run '^TestPlatform' -v ./deploy/
@@ -39,9 +37,9 @@ func platformTests(t *testing.T) {
 		t.Skip("RECLUSTER_PLATFORM_TESTS=0: the real-platform tests run in a step of their own (.ci/run)")
 	default:
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but RECLUSTER_PLATFORM_TESTS=%q: set it to 1 to run the systemd and Docker tests, or to 0 in a run where another step runs them", v)
+			t.Fatalf("CI=true but RECLUSTER_PLATFORM_TESTS=%q: set it to 1 to run the systemd tests, or to 0 in a run where another step runs them", v)
 		}
-		t.Skip("the systemd and Docker tests need RECLUSTER_PLATFORM_TESTS=1 (as root, on Debian; see the README)")
+		t.Skip("the systemd tests need RECLUSTER_PLATFORM_TESTS=1 (as root, on Debian; see the README)")
 	}
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		t.Fatal("RECLUSTER_PLATFORM_TESTS=1 needs root on Linux")
@@ -71,7 +69,7 @@ func needCommands(t *testing.T, commands map[string]string) {
 	}
 }
 
-// cacheDir is where the rootfs and the Docker data root are kept between
+// cacheDir is where the rootfs is kept between
 // runs: $RECLUSTER_CI_CACHE, or /var/cache/recluster-ci. A lock on it
 // keeps two runs on one machine apart.
 func cacheDir(t *testing.T) string {
