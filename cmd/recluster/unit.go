@@ -162,6 +162,12 @@ func makeUnits(name, bin string, socket bool, runArgs []string) ([]unitFile, err
 			return nil, usagef("unit: --socket needs a named --listen, such as http=%s: the name is the socket's FileDescriptorName", cfg.listen[0])
 		}
 		d.FDName, d.ListenStream = spec.sock.Name, spec.sock.Address
+		if port, ok := strings.CutPrefix(spec.sock.Address, ":"); ok && spec.sock.Network == "tcp" {
+			// :PORT is every address of both families, in Go and in
+			// systemd's bare-port form (0.0.0.0:PORT would be IPv4 only
+			// in systemd, while Go listens on both).
+			d.ListenStream = port
+		}
 	}
 	tokens := quoteAll(runArgs[:slices.Index(runArgs, "--")]) // parseRun made sure of the --
 	for i, tok := range tokens {

@@ -14,7 +14,7 @@ import (
 func TestShippedUnitsAreGenerated(t *testing.T) {
 	documented := func(control string) []string {
 		return []string{"--bin", "/usr/local/bin/recluster",
-			"--workers", "4", "--listen", "http=0.0.0.0:8080", "--ready-when", "listening",
+			"--workers", "4", "--listen", "http=:8080", "--ready-when", "listening",
 			"--ready-timeout", "30s", "--timeout", "30s", "--control", control,
 			"--metrics", "127.0.0.1:9100", "--log-format", "json", "--", "/usr/local/bin/your-server"}
 	}
