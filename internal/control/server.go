@@ -178,11 +178,38 @@ type pendingConn struct {
 }
 
 func (c *pendingConn) Read(p []byte) (int, error) {
+	if !c.received.Load() {
+		c.awaitInput()
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.received.Store(true)
 	}
 	return n, err
+}
+
+// awaitInput waits until the client has sent something and marks the
+// connection as received while those bytes are still in the socket. Were
+// it marked only after Read took them, newestIdle could find neither the
+// mark nor input between the two, and drop a client that has begun its
+// request as if it were idle.
+func (c *pendingConn) awaitInput() {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if n > 0 {
+			c.received.Store(true)
+		}
+		return !errors.Is(err, syscall.EAGAIN) // wait on, unless data, EOF or an error is there
+	})
 }
 
 // newestIdle returns the newest waiting connection that has sent nothing,
