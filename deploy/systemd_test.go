@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"github.com/recluster-go/recluster/internal/testbin"
+
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -27,7 +29,7 @@ type machine struct {
 	exited chan struct{}
 	leader int    // the container's PID 1, as a host pid
 	bin    string // the host directory bound on /usr/local/bin
-	log    *lockedWriter
+	log    *testbin.Buffer
 	// listening is what each unit listened on (for "same address").
 	listening map[string]string
 }
@@ -38,7 +40,7 @@ type machine struct {
 func bootMachine(t *testing.T, root string) *machine {
 	t.Helper()
 	needCommands(t, map[string]string{"systemd-nspawn": "systemd-container", "nsenter": "util-linux"})
-	m := &machine{bin: t.TempDir(), log: &lockedWriter{w: new(bytes.Buffer)}, exited: make(chan struct{}), listening: map[string]string{}}
+	m := &machine{bin: t.TempDir(), log: &testbin.Buffer{}, exited: make(chan struct{}), listening: map[string]string{}}
 	if err := os.Chmod(m.bin, 0o755); err != nil { // the service's user runs what is in it
 		t.Fatal(err)
 	}
@@ -653,22 +655,4 @@ func removeNewCgroups(t *testing.T, before map[string]bool) {
 			}
 		}
 	}
-}
-
-// lockedWriter is a bytes.Buffer that nspawn's two pipes can share.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/recluster-go/recluster/internal/testbin"
+
 	"bytes"
 	"context"
 	"errors"
@@ -11,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,31 +56,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runningMaster is a recluster run process started by a test.
 type runningMaster struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	ctl     string
-	stdout  *syncBuffer
-	stderr  *syncBuffer
+	stdout  *testbin.Buffer
+	stderr  *testbin.Buffer
 	exited  chan struct{}
 	waitErr error
 }
@@ -99,7 +82,7 @@ func startMaster(t *testing.T, args ...string) *runningMaster {
 // whose control socket is ctl.
 func startProcess(t *testing.T, ctl string, argv []string, env []string) *runningMaster {
 	t.Helper()
-	m := &runningMaster{t: t, ctl: ctl, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	m := &runningMaster{t: t, ctl: ctl, stdout: &testbin.Buffer{}, stderr: &testbin.Buffer{}, exited: make(chan struct{})}
 	m.cmd = exec.Command(argv[0], argv[1:]...)
 	m.cmd.Stdout, m.cmd.Stderr = m.stdout, m.stderr
 	m.cmd.Env = append(os.Environ(), env...)

@@ -1,6 +1,8 @@
 package polyglot_test
 
 import (
+	"github.com/recluster-go/recluster/internal/testbin"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -73,7 +75,7 @@ type cliStatus struct {
 func runUnderCLI(t *testing.T, p program) {
 	bin := cli(t)
 	control := filepath.Join(t.TempDir(), "control.sock")
-	out := &lockedBuffer{}
+	out := &testbin.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("master and worker output:\n%s", out.String())

@@ -1,6 +1,8 @@
 package polyglot_test
 
 import (
+	"github.com/recluster-go/recluster/internal/testbin"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -160,13 +162,13 @@ func skipOutsideCI(t *testing.T, why string) {
 
 type cliMaster struct {
 	bin, control string
-	out          *lockedBuffer
+	out          *testbin.Buffer
 	exited       chan error
 }
 
 func startCLIMaster(t *testing.T, env, runArgs, argv []string) *cliMaster {
 	t.Helper()
-	m := &cliMaster{bin: cli(t), control: filepath.Join(t.TempDir(), "control.sock"), out: &lockedBuffer{}, exited: make(chan error, 1)}
+	m := &cliMaster{bin: cli(t), control: filepath.Join(t.TempDir(), "control.sock"), out: &testbin.Buffer{}, exited: make(chan error, 1)}
 	args := append(append([]string{"run", "--control", m.control}, runArgs...), "--")
 	cmd := exec.Command(m.bin, append(args, argv...)...)
 	cmd.Env = append(os.Environ(), env...)

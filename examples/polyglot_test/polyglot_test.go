@@ -5,6 +5,8 @@
 package polyglot_test
 
 import (
+	"github.com/recluster-go/recluster/internal/testbin"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -110,7 +112,7 @@ func TestNodePassedSocket(t *testing.T) {
 }
 
 func runUnderLibrary(t *testing.T, p program, opts recluster.Options) {
-	out := &lockedBuffer{}
+	out := &testbin.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("master and worker output:\n%s", out.String())
@@ -436,23 +438,6 @@ func subset(got, allowed []string) bool {
 		}
 	}
 	return true
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 type eventLog struct {
