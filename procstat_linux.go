@@ -2,7 +2,6 @@ package recluster
 
 import (
 	"os"
-	"strconv"
 	"time"
 )
 
@@ -12,15 +11,12 @@ const userHZ = 100
 
 // procUsage reads a process's resident memory and the CPU time it has used.
 func procUsage(pid int) (rssBytes int64, cpu time.Duration, ok bool) {
-	fields, ok := statFields(pid)
-	// utime, stime and rss are fields 14, 15 and 24 of proc(5).
-	if !ok || len(fields) < 22 {
-		return 0, 0, false
-	}
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	rssPages, err3 := strconv.ParseInt(fields[21], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
+	var buf [statBufSize]byte
+	stat := readStat(pid, buf[:])
+	utime, ok1 := statInt(stat, statUtime)
+	stime, ok2 := statInt(stat, statStime)
+	rssPages, ok3 := statInt(stat, statRSS)
+	if !ok1 || !ok2 || !ok3 {
 		return 0, 0, false
 	}
 	cpu = time.Duration(utime+stime) * time.Second / userHZ

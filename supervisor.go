@@ -71,7 +71,8 @@ type supervisor struct {
 	startFailed      bool  // Run failed: no cluster ever ran
 	sweepTimer       timer // heartbeat, age and memory checks
 
-	acceptFallbackLogged bool // said once why readiness falls back to MinUptime
+	acceptFallbackLogged bool           // said once why readiness falls back to MinUptime
+	accepts              *acceptWatcher // watches starting workers' inherited sockets (accepting.go)
 }
 
 func newSupervisor(c *Cluster, sys system) *supervisor {

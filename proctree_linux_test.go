@@ -1,0 +1,93 @@
+package recluster
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestStatFields(t *testing.T) {
+	// A command name may hold spaces and parentheses; the last field ends
+	// the line.
+	line := []byte("4242 (a) b (c d) S 17 4242 4242 0 -1 4194560 1 0 0 0 7 3 0 0 20 0 1 0 99 1000 250 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 9\n")
+	for _, c := range []struct{ field, want int }{{statPPID, 17}, {statUtime, 7}, {statStime, 3}, {statRSS, 250}, {52, 9}} {
+		if got, ok := statInt(line, c.field); !ok || got != int64(c.want) {
+			t.Errorf("field %d: got %d, %v; want %d", c.field, got, ok, c.want)
+		}
+	}
+	if _, ok := statInt(line, 53); ok {
+		t.Error("field 53 does not exist, but statInt found it")
+	}
+	if _, ok := statInt(nil, statPPID); ok {
+		t.Error("an empty line has no fields")
+	}
+}
+
+func TestProcTreeFindsChildren(t *testing.T) {
+	var tree procTree
+	kids := tree.descendants(os.Getppid(), time.Now())
+	if !slices.Contains(kids, os.Getpid()) {
+		t.Fatalf("the test process %d is not among its parent's descendants %v", os.Getpid(), kids)
+	}
+	rss, _, ok := procUsage(os.Getpid())
+	if !ok || rss <= 0 {
+		t.Fatalf("procUsage of the test process: rss %d, ok %v", rss, ok)
+	}
+}
+
+// A worker that serves from a child (a shell that runs the server, as
+// `npm start` or gunicorn's arbiter do) is seen accepting through its
+// descendants.
+func TestAcceptingSeesTheWorkersChild(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("python3 is not installed; .ci/run installs it")
+		}
+		t.Skip("python3 is not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ino, ok := socketInode(int(f.Fd()))
+	if !ok {
+		t.Fatal("no inode for the socket")
+	}
+	// The shell holds the socket too, but only its child accepts on it.
+	cmd := exec.Command("/bin/sh", "-c", py+` -c "import socket; socket.socket(fileno=3).accept()"; exit $?`)
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}()
+	var tree procTree
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok, err := acceptingOn(cmd.Process.Pid, map[uint64]bool{ino: true}, &tree, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the shell's child never counted as accepting on the socket; the shell's descendants: %v", tree.descendants(cmd.Process.Pid, time.Now()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
