@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 )
 
@@ -76,6 +77,13 @@ Examples:
 
 Run 'recluster help run' for the flags of run.
 `
+
+// The master samples no heap profile: it serves none, and each sampled
+// allocation site would hold a profiling bucket for the life of the
+// process, a table that only grows, page by page, as a long-running master
+// meets new call stacks. The runtime wants this set before the program
+// allocates.
+func init() { runtime.MemProfileRate = 0 }
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
