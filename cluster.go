@@ -3,10 +3,19 @@
 // whole set for new code without failing a request.
 //
 // It is the Go successor of the Node.js library recluster: worker slots with
-// a zero-based WORKER_ID, readiness modes (Listening, Started, Ready), a
-// disconnect message to old workers, a kill timeout and respawn pacing with
-// exponential backoff. Worker programs use package
-// github.com/recluster-go/recluster/worker.
+// a zero-based WORKER_ID, readiness modes ([Listening], [Started], [Ready]),
+// a disconnect message to old workers, a kill timeout ([Options.Timeout])
+// and respawn pacing with exponential backoff ([Options.Respawn],
+// [Options.Backoff]). Worker programs written in Go use package
+// [github.com/recluster-go/recluster/worker]; any other program can speak
+// the protocol in docs/protocol.md, or run under the recluster command.
+//
+// [New] makes a [Cluster] of a program and [Options]; [Cluster.Run] starts
+// it, [Cluster.Reload] swaps every worker for a new one without failing a
+// request, [Cluster.Restart] does that for one slot, [Cluster.Scale]
+// changes the number of slots and [Cluster.Terminate] stops it.
+// [Cluster.Status] is a snapshot, and [Options.OnEvent] receives every
+// lifecycle [Event].
 //
 // One goroutine (the supervisor) owns all of a Cluster's state; the methods
 // send it requests and wait for its answers, so they are safe to call from

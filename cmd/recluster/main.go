@@ -10,6 +10,13 @@
 //	recluster stop
 //
 // Run recluster help for the details.
+//
+// The master is package [github.com/recluster-go/recluster] driven by flags,
+// signals and a control socket; its --metrics endpoints are package
+// [github.com/recluster-go/recluster/metrics]. Workers written in Go use
+// package [github.com/recluster-go/recluster/worker]; any other program
+// takes its sockets the systemd way (LISTEN_FDS) and may say it is ready
+// with sd_notify.
 package main
 
 import (

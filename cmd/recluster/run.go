@@ -146,22 +146,21 @@ Examples:
 
 // runConfig is everything recluster run was told.
 type runConfig struct {
-	workers                                   int
-	listen, env                               []string
-	readyWhen, stopSignal, dir, controlPath   string
-	logFormat, logLevel, configPath           string
-	timeout, respawn, backoff, readyTimeout   time.Duration
-	timeoutSet, respawnSet, backoffSet, rtSet bool
-	minUptime                                 time.Duration
-	minUptimeSet                              bool
-	prefix, reusePort                         bool
-	sticky                                    bool
-	metricsAddr, user, group                  string
-	heartbeatTimeout, maxAge                  time.Duration
-	hbSet, maxAgeSet                          bool
-	maxRSS                                    int64
-	program                                   string
-	args                                      []string
+	workers                                 int
+	listen, env                             []string
+	readyWhen, stopSignal, dir, controlPath string
+	logFormat, logLevel, configPath         string
+	timeout, respawn, backoff, readyTimeout time.Duration
+	timeoutSet                              bool // --timeout 0 kills at once, unlike no --timeout
+	minUptime                               time.Duration
+	minUptimeSet                            bool
+	prefix, reusePort                       bool
+	sticky                                  bool
+	metricsAddr, user, group                string
+	heartbeatTimeout, maxAge                time.Duration
+	maxRSS                                  int64
+	program                                 string
+	args                                    []string
 }
 
 var signalNames = map[string]syscall.Signal{
@@ -197,10 +196,10 @@ func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 		{name: "listen", env: "RECLUSTER_LISTEN", value: listValue{&cfg.listen, checkListen}, list: true},
 		{name: "ready-when", env: "RECLUSTER_READY_WHEN", value: stringValue{&cfg.readyWhen, oneOf("listening", "started", "ready")}},
 		{name: "min-uptime", env: "RECLUSTER_MIN_UPTIME", value: durationValue{&cfg.minUptime, &cfg.minUptimeSet, atLeast(0, "want a duration of 0 or more")}},
-		{name: "ready-timeout", env: "RECLUSTER_READY_TIMEOUT", value: durationValue{&cfg.readyTimeout, &cfg.rtSet, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
+		{name: "ready-timeout", env: "RECLUSTER_READY_TIMEOUT", value: durationValue{&cfg.readyTimeout, nil, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
 		{name: "timeout", env: "RECLUSTER_TIMEOUT", value: durationValue{&cfg.timeout, &cfg.timeoutSet, atLeast(0, "want a duration of 0 or more")}},
-		{name: "respawn", env: "RECLUSTER_RESPAWN", value: durationValue{&cfg.respawn, &cfg.respawnSet, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
-		{name: "backoff", env: "RECLUSTER_BACKOFF", value: durationValue{&cfg.backoff, &cfg.backoffSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "respawn", env: "RECLUSTER_RESPAWN", value: durationValue{&cfg.respawn, nil, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
+		{name: "backoff", env: "RECLUSTER_BACKOFF", value: durationValue{&cfg.backoff, nil, atLeast(0, "want a duration of 0 or more")}},
 		{name: "stop-signal", env: "RECLUSTER_STOP_SIGNAL", value: stringValue{&cfg.stopSignal, checkSignal}},
 		{name: "env", value: listValue{&cfg.env, checkEnv}, list: true},
 		{name: "dir", env: "RECLUSTER_DIR", value: stringValue{&cfg.dir, notEmpty}},
@@ -211,9 +210,9 @@ func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 		{name: "metrics", env: "RECLUSTER_METRICS", value: stringValue{&cfg.metricsAddr, notEmpty}},
 		{name: "user", env: "RECLUSTER_USER", value: stringValue{&cfg.user, notEmpty}},
 		{name: "group", env: "RECLUSTER_GROUP", value: stringValue{&cfg.group, notEmpty}},
-		{name: "heartbeat-timeout", env: "RECLUSTER_HEARTBEAT_TIMEOUT", value: durationValue{&cfg.heartbeatTimeout, &cfg.hbSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "heartbeat-timeout", env: "RECLUSTER_HEARTBEAT_TIMEOUT", value: durationValue{&cfg.heartbeatTimeout, nil, atLeast(0, "want a duration of 0 or more")}},
 		{name: "max-rss", env: "RECLUSTER_MAX_RSS", value: sizeValue{&cfg.maxRSS}},
-		{name: "max-age", env: "RECLUSTER_MAX_AGE", value: durationValue{&cfg.maxAge, &cfg.maxAgeSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "max-age", env: "RECLUSTER_MAX_AGE", value: durationValue{&cfg.maxAge, nil, atLeast(0, "want a duration of 0 or more")}},
 		{name: "log-format", env: "RECLUSTER_LOG_FORMAT", value: stringValue{&cfg.logFormat, oneOf("text", "json")}},
 		{name: "log-level", env: "RECLUSTER_LOG_LEVEL", value: stringValue{&cfg.logLevel, oneOf("debug", "info", "warn", "error")}},
 		{name: "config", env: "RECLUSTER_CONFIG", value: stringValue{&cfg.configPath, notEmpty}},
@@ -316,15 +315,10 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 			o.Timeout = -1 // the library's "kill at once"
 		}
 	}
-	if cfg.respawnSet {
-		o.Respawn = cfg.respawn
-	}
-	if cfg.backoffSet {
-		o.Backoff = cfg.backoff
-	}
-	if cfg.rtSet {
-		o.ReadyTimeout = cfg.readyTimeout
-	}
+	// Zero is the library's default for these: --respawn and
+	// --ready-timeout cannot be 0, and --backoff 0 disables the backoff,
+	// as no --backoff does.
+	o.Respawn, o.Backoff, o.ReadyTimeout = cfg.respawn, cfg.backoff, cfg.readyTimeout
 	if cfg.minUptimeSet {
 		o.MinUptime = cfg.minUptime
 		if o.MinUptime == 0 {

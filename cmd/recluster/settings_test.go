@@ -27,7 +27,7 @@ func TestLayering(t *testing.T) {
 
 	cfg := parse()
 	if cfg.workers != 1 || cfg.timeout != 7*time.Second || !cfg.timeoutSet || cfg.readyWhen != "ready" || !cfg.prefix ||
-		!slices.Equal(cfg.listen, []string{"a=127.0.0.1:1", "127.0.0.1:2"}) || !slices.Equal(cfg.env, []string{"A=1"}) || cfg.backoffSet {
+		!slices.Equal(cfg.listen, []string{"a=127.0.0.1:1", "127.0.0.1:2"}) || !slices.Equal(cfg.env, []string{"A=1"}) || cfg.backoff != 0 {
 		t.Errorf("from the file: %+v", cfg)
 	}
 	env["RECLUSTER_WORKERS"] = "2"

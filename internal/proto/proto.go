@@ -22,7 +22,7 @@ import (
 
 // Environment variables that the master sets for every worker.
 const (
-	// EnvWorkerID is the worker's slot, 0..N-1 (the seed's WORKER_ID).
+	// EnvWorkerID is the worker's slot, 0..N-1 (WORKER_ID, as in the Node.js recluster).
 	EnvWorkerID = "WORKER_ID"
 	// EnvGeneration counts reloads: 1 for the first generation.
 	EnvGeneration = "RECLUSTER_GENERATION"
