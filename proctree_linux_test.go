@@ -91,3 +91,25 @@ func TestAcceptingSeesTheWorkersChild(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestEndedChildNamesTheChild(t *testing.T) {
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pid, ok := endedChild()
+		if !ok {
+			t.Fatal("waitid could not say which child ended")
+		}
+		if pid == cmd.Process.Pid {
+			return // and it is still there for cmd.Wait to reap
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("endedChild never named the child %d that ended (last: %d)", cmd.Process.Pid, pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
