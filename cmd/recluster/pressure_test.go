@@ -150,7 +150,9 @@ func fullPipe(t *testing.T) (r, w *os.File) {
 // supervising: status answers, a crashed worker is respawned, a reload
 // commits and no request fails. Once the pipe drains, the master says how
 // many log lines it dropped. The log volume comes from a worker that sends
-// 20,000 lines of junk on its channel, each worth a warning.
+// 20,000 lines of junk on its channel, each worth a warning today; were
+// those rate-limited, this test would need another source of more lines
+// than the log's queue holds (asynclog.DefaultCapacity).
 func TestStuckStderrDoesNotStallTheMaster(t *testing.T) {
 	stderrR, stderrW := fullPipe(t)
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
@@ -193,13 +195,14 @@ func TestStuckStderrDoesNotStallTheMaster(t *testing.T) {
 		t.Fatalf("recluster status with a stuck stderr: status %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
-	l := startHTTPLoad(m.httpAddr(), 4)
-	l.flowing(m, 20)
+	// A crash is seen and repaired. (It is not under load: a SIGKILL fails
+	// the requests its worker held, stuck stderr or not.)
 	m.killAndAwaitRespawn(1)
+	l := startHTTPLoad(m.httpAddr(), 4)
 	l.flowing(m, 20)
 	m.reload(2)
 	l.flowing(m, 20)
-	requests := l.finish(t, "a crash and a reload with a stuck stderr")
+	requests := l.finish(t, "a reload with a stuck stderr")
 
 	// Now the log collector comes back.
 	drained := &testbin.Buffer{}
@@ -220,7 +223,7 @@ func TestStuckStderrDoesNotStallTheMaster(t *testing.T) {
 	if code := m.waitExit(20 * time.Second); code != 0 {
 		t.Fatalf("exit status %d after TERM, want 0", code)
 	}
-	t.Logf("stuck stderr: status slowest of 20 %v, recluster status %v; %d requests, 0 failed, across a crash and a reload; %d log lines dropped and reported",
+	t.Logf("stuck stderr: status slowest of 20 %v, recluster status %v; a crash repaired; %d requests, 0 failed, across a reload; %d log lines dropped and reported",
 		slowest.Round(time.Millisecond), cliTook.Round(time.Millisecond), requests, n)
 }
 
