@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -106,8 +107,8 @@ func explainExecError(program, dir string, err error) error {
 			hint = fmt.Sprintf("%s does not exist; deploy the program there, or give its right path", path)
 		case dir != "" && !isDir(dir):
 			hint = fmt.Sprintf("the working directory %s does not exist; create it, or fix the directory option", dir)
-		case interpreter(path) != "":
-			hint = fmt.Sprintf("the interpreter %s named on the #! line of %s does not exist; install it, or fix that line", interpreter(path), path)
+		case missingInterpreter(path) != "":
+			hint = fmt.Sprintf("the interpreter %s named on the #! line of %s does not exist; install it, or fix that line", missingInterpreter(path), path)
 		default:
 			hint = fmt.Sprintf("%s exists but something it needs to run (its interpreter or dynamic loader) does not; check `file %s`", path, path)
 		}
@@ -131,9 +132,9 @@ func isDir(path string) bool {
 	return err == nil && st.IsDir()
 }
 
-// interpreter returns the program named on the #! line of the script at
-// path, or "".
-func interpreter(path string) string {
+// missingInterpreter returns the program named on the #! line of the
+// script at path if it does not exist, or "".
+func missingInterpreter(path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
@@ -144,8 +145,12 @@ func interpreter(path string) string {
 	if !ok {
 		return ""
 	}
-	if fields := strings.Fields(rest); len(fields) > 0 {
-		return fields[0]
+	fields := strings.Fields(rest)
+	if len(fields) == 0 {
+		return ""
 	}
-	return ""
+	if _, err := os.Stat(fields[0]); !errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	return fields[0]
 }
