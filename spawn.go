@@ -231,7 +231,10 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 			execFailed.Store(true)
 			syscall.Kill(p.id, syscall.SIGKILL) // it is leaving anyway; this bounds the wait
 			close(announced)
-			<-execFailedExit
+			select { // reaped at once; the bound only guards against a reaper gone
+			case <-execFailedExit:
+			case <-time.After(trampolineExecTimeout):
+			}
 			return nil, nil, explainExecError(o.program, o.opts.Dir, err)
 		}
 	}
