@@ -2,7 +2,6 @@ package recluster
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,10 +29,10 @@ func init() {
 		return
 	}
 	os.Unsetenv(envTrampoline)
+	status := takeTrampolineStatus()
 	os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-	args := os.Args
-	err := syscall.Exec(program, args, os.Environ())
-	fmt.Fprintf(os.Stderr, "recluster: cannot start worker program %s: %v\n", program, err)
+	err := syscall.Exec(program, os.Args, os.Environ())
+	reportExecFailure(status, program, err)
 	os.Exit(127)
 }
 
@@ -41,7 +41,7 @@ func init() {
 var masterOnlyEnv = []string{
 	"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
 	proto.EnvWorkerID, proto.EnvGeneration, proto.EnvChannelFD, proto.EnvTimeout, proto.EnvTimeoutMS, proto.EnvHeartbeat,
-	envTrampoline,
+	envTrampoline, envTrampolineStatus,
 }
 
 // workerEnv builds a worker's environment: the master's, less what belongs
@@ -173,11 +173,19 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 	}
 	argv0 := o.program
 	argv := append([]string{o.program}, o.opts.Args...)
+	var execStatus, execStatusW *os.File // the trampoline's report of its exec
 	if len(names) > 0 {
+		if execStatus, execStatusW, err = os.Pipe(); err != nil {
+			return nil, nil, err
+		}
+		defer execStatus.Close()
+		defer execStatusW.Close()
 		own = append(own,
 			"LISTEN_FDS="+strconv.Itoa(len(names)),
 			"LISTEN_FDNAMES="+strings.Join(names, ":"),
-			envTrampoline+"="+o.program)
+			envTrampoline+"="+o.program,
+			envTrampolineStatus+"="+strconv.Itoa(len(files)))
+		files = append(files, execStatusW.Fd())
 		argv0 = selfExecutable()
 	}
 	if o.opts.Notify {
@@ -201,9 +209,34 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 		Files: files,
 		Sys:   sys,
 	}
-	p.id, announced, err = o.reaper.startTracked(func() (int, error) { return startProcess(argv0, argv, attr) }, exited)
+	// A trampoline whose exec fails is a start that failed, as a direct
+	// exec's failure is: its exit is the master's to collect, not news
+	// for the supervisor.
+	var execFailed atomic.Bool
+	execFailedExit := make(chan struct{})
+	exitedUnlessExecFailed := func(st exitStatus) {
+		if execFailed.Load() {
+			close(execFailedExit)
+			return
+		}
+		exited(st)
+	}
+	p.id, announced, err = o.reaper.startTracked(func() (int, error) { return startProcess(argv0, argv, attr) }, exitedUnlessExecFailed)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, explainExecError(argv0, o.opts.Dir, err)
+	}
+	if execStatus != nil {
+		execStatusW.Close() // else the trampoline's exec would never read as end of file
+		if err := awaitTrampolineExec(execStatus); err != nil {
+			execFailed.Store(true)
+			syscall.Kill(p.id, syscall.SIGKILL) // it is leaving anyway; this bounds the wait
+			close(announced)
+			select { // reaped at once; the bound only guards against a reaper gone
+			case <-execFailedExit:
+			case <-time.After(trampolineExecTimeout):
+			}
+			return nil, nil, explainExecError(o.program, o.opts.Dir, err)
+		}
 	}
 	go p.writeChannel()
 	return p, announced, nil

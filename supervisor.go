@@ -1,6 +1,7 @@
 package recluster
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -252,7 +253,7 @@ func (s *supervisor) onStarted(w *Worker, p process, err error) {
 	}
 	if w.killed || w.state == WorkerDraining {
 		// Told to go before it had started: it serves nobody yet.
-		s.kill(w, "it was no longer needed when it started")
+		s.kill(w, cmp.Or(w.killReason, "it was no longer needed when it started"))
 		return
 	}
 	switch {
@@ -518,6 +519,7 @@ func (s *supervisor) drain(w *Worker, reason string) {
 func (s *supervisor) kill(w *Worker, reason string) {
 	w.killed = true
 	if w.proc == nil {
+		w.killReason = cmp.Or(w.killReason, reason)
 		return
 	}
 	w.proc.kill()

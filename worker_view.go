@@ -21,6 +21,7 @@ type Worker struct {
 	retiring    bool          // it is being replaced and serves until then
 	retireAsked bool          // it asked to be replaced, maybe before it was active
 	killed      bool          // SIGKILL was sent
+	killReason  string        // why, when it was asked before the process had started
 	maxAge      time.Duration // Options.MaxAge less this worker's jitter
 	listening   bool
 	status      string // the worker's last STATUS= or status message

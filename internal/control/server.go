@@ -3,6 +3,7 @@ package control
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -96,6 +97,11 @@ type Server struct {
 	// slog.Default().
 	Logger *slog.Logger
 
+	// Zero means requestTimeout and maxPending; tests make them longer
+	// or smaller.
+	requestTimeout time.Duration
+	maxPending     int
+
 	mu      sync.Mutex
 	ln      net.Listener
 	conns   map[net.Conn]bool
@@ -138,20 +144,21 @@ func (s *Server) Serve(ln net.Listener) error {
 			return net.ErrClosed
 		}
 		pc := &pendingConn{Conn: conn}
-		if len(s.pending) >= maxPending {
+		switch victim, refuse := admit(s.pending, s.pendingLimit(), isIdle); {
+		case refuse:
+			// Every waiting connection has sent something: the caller is
+			// turned away, with a word why rather than a reset.
+			waiting := len(s.pending)
+			s.refuse(conn, waiting)
+			s.mu.Unlock()
+			s.logger().Warn("recluster: control socket: too many connections waiting to send a request; refusing one", "waiting", waiting)
+			continue
+		case victim != nil:
 			// Idle connections must not lock an operator out: the newest
-			// idle one makes room. Only when every waiting connection has
-			// sent something is the caller turned away, with a word why.
-			victim := s.newestIdle()
-			if victim == nil {
-				s.refuse(conn, len(s.pending))
-				s.mu.Unlock()
-				s.logger().Warn("recluster: control socket: too many connections waiting to send a request; refusing one", "waiting", maxPending)
-				continue
-			}
+			// idle one makes room.
 			s.dropPending(victim)
-			s.refuse(victim, maxPending)
-			s.logger().Debug("recluster: control socket: dropped an idle connection to make room", "waiting", maxPending)
+			s.refuse(victim, len(s.pending)+1)
+			s.logger().Debug("recluster: control socket: dropped an idle connection to make room", "waiting", len(s.pending)+1)
 		}
 		s.pending = append(s.pending, pc)
 		s.conns[conn] = true
@@ -212,16 +219,27 @@ func (c *pendingConn) awaitInput() {
 	})
 }
 
-// newestIdle returns the newest waiting connection that has sent nothing,
-// or nil. s.mu is held.
-func (s *Server) newestIdle() *pendingConn {
-	for i := len(s.pending) - 1; i >= 0; i-- {
-		if c := s.pending[i]; !c.received.Load() && !hasInput(c.Conn) {
-			return c
+// admit decides what a new connection costs when waiting (oldest first)
+// have not sent their requests yet: nothing while fewer than limit wait;
+// else the newest idle one, the victim, gives up its place; and when none
+// is idle, the new caller is refused.
+func admit(waiting []*pendingConn, limit int, idle func(*pendingConn) bool) (victim *pendingConn, refuse bool) {
+	if len(waiting) < limit {
+		return nil, false
+	}
+	for i := len(waiting) - 1; i >= 0; i-- {
+		if idle(waiting[i]) {
+			return waiting[i], false
 		}
 	}
-	return nil
+	return nil, true
 }
+
+// isIdle reports whether c has sent nothing yet, neither read by its
+// handler nor waiting in the socket.
+func isIdle(c *pendingConn) bool { return !c.received.Load() && !hasInput(c.Conn) }
+
+func (s *Server) pendingLimit() int { return cmp.Or(s.maxPending, maxPending) }
 
 // dropPending removes c from the waiting connections. s.mu is held.
 func (s *Server) dropPending(c *pendingConn) {
@@ -263,13 +281,24 @@ func (s *Server) refuse(conn net.Conn, waiting int) {
 	}()
 }
 
+// sayBusy answers a connection the master will not serve. It then reads
+// the client's request line (for up to busyLinger), so that the close does
+// not come before the client has sent it: the client then gets the answer
+// and a clean end of file. A client that sends later still finds the
+// answer waiting in its socket (Do reads it even after its send failed).
 func sayBusy(conn net.Conn, waiting int) {
-	conn.SetDeadline(time.Now().Add(time.Second))
-	json.NewEncoder(conn).Encode(Response{Error: fmt.Sprintf("master busy: %d connections waiting to send a request; try again", waiting)})
-	// Read what the client sent, so that closing with unread data does
-	// not reset the connection before it has read the answer.
-	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	io.Copy(io.Discard, io.LimitReader(conn, MaxRequest))
+	conn.SetDeadline(time.Now().Add(busyLinger))
+	json.NewEncoder(conn).Encode(Response{Error: busyMessage(waiting)})
+	br := bufio.NewReader(io.LimitReader(conn, MaxRequest))
+	br.ReadSlice('\n')
+}
+
+// busyLinger bounds how long a refused connection is kept to read the
+// client's request.
+const busyLinger = time.Second
+
+func busyMessage(waiting int) string {
+	return fmt.Sprintf("master busy: %d connections waiting to send a request; try again", waiting)
 }
 
 // Close stops accepting, removes the socket, and gives requests in flight
@@ -320,7 +349,7 @@ func (s *Server) handle(pc *pendingConn) {
 		fail("%v", err)
 		return
 	}
-	conn.SetReadDeadline(time.Now().Add(requestTimeout))
+	conn.SetReadDeadline(time.Now().Add(cmp.Or(s.requestTimeout, requestTimeout)))
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 4096), MaxRequest)
 	scanned := sc.Scan()
