@@ -21,6 +21,7 @@ type master struct {
 	log     *slog.Logger
 	notify  *sdNotifier
 	stopReq chan struct{}
+	logFile *logFile // --log-file, or nil
 
 	// stopping is set once the stop has begun.
 	stopping atomic.Bool
@@ -53,6 +54,7 @@ func (m *master) loop(signals <-chan os.Signal) int {
 			case syscall.SIGTTIN, syscall.SIGTTOU:
 				m.scaleBy(sig)
 			case syscall.SIGUSR1:
+				m.reopenLogFile()
 				for _, w := range m.c.Workers() {
 					syscall.Kill(w.PID(), syscall.SIGUSR1)
 				}
