@@ -40,7 +40,7 @@ const MaxOutputLine = 16 << 10
 // ContinuedMarker ends the text of a piece of a longer line in the plain
 // and labelled formats: the line goes on in the next piece from the same
 // worker and stream.
-const ContinuedMarker = "…[continued]"
+const ContinuedMarker = "...[continued]"
 
 // OutputLine is one line of a worker's output, as the master read it.
 type OutputLine struct {

@@ -104,7 +104,7 @@ The workers' output (stdout and stderr) goes through the master, which
 writes it one whole line at a time, so that lines of different workers never
 mix, and keeps the last 2000 lines (at most 1 MiB) for recluster logs. A
 line longer than 16 KiB is cut into pieces, each but the last ending in
-"…[continued]". A slow stdout slows the workers' writes; one that takes
+"...[continued]". A slow stdout slows the workers' writes; one that takes
 nothing for a second has lines dropped and counted rather than stall them.
 
 Every flag but --env and --config has an environment variable: RECLUSTER_
