@@ -60,11 +60,15 @@ type OutputLine struct {
 
 // Format returns the line in format f, newline included.
 func (l OutputLine) Format(f OutputFormat) []byte {
+	return l.AppendFormat(make([]byte, 0, len(l.Text)+len(ContinuedMarker)+32), f)
+}
+
+// AppendFormat appends the line in format f, newline included, to b.
+func (l OutputLine) AppendFormat(b []byte, f OutputFormat) []byte {
 	if f == OutputJSON {
-		b, _ := json.Marshal(l) // an OutputLine always marshals
-		return append(b, '\n')
+		j, _ := json.Marshal(l) // an OutputLine always marshals
+		return append(append(b, j...), '\n')
 	}
-	b := make([]byte, 0, len(l.Text)+len(ContinuedMarker)+32)
 	if f == OutputLabelled {
 		b = append(b, '[')
 		b = strconv.AppendInt(b, int64(l.Slot), 10)
@@ -112,6 +116,7 @@ type outputRelay struct {
 	history        *outputRing
 	dropped        atomic.Int64
 	readers        sync.WaitGroup
+	scratch        []byte // the writing goroutine's, reused for every line
 }
 
 // newOutputRelay returns the relay opts ask for, or nil when the workers'
@@ -147,7 +152,11 @@ func (r *outputRelay) write(l OutputLine) {
 	if l.Stream == "stderr" {
 		w = r.stderr
 	}
-	w.Write(l.Format(r.format))
+	r.scratch = l.AppendFormat(r.scratch[:0], r.format)
+	w.Write(r.scratch)
+	if cap(r.scratch) > 2*MaxOutputLine {
+		r.scratch = nil // a JSON line full of escapes: do not keep its buffer
+	}
 }
 
 // pipe returns the descriptor a worker writes one of its streams to. Its

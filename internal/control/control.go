@@ -104,6 +104,9 @@ type Status struct {
 	Addrs     []string `json:"addrs"`
 	// Workers shadows recluster.Status.Workers with the resource figures.
 	Workers []WorkerStatus `json:"workers"`
+	// OutputDropped counts the lines of worker output the master dropped
+	// because its stdout or stderr was blocked (Cluster.OutputDropped).
+	OutputDropped int64 `json:"output_dropped"`
 }
 
 // WorkerStatus is recluster.WorkerStatus (which has the process's RSS and

@@ -467,7 +467,7 @@ func (s *Server) stop(conn net.Conn, reply func(Response) bool) {
 
 func (s *Server) status(sample bool) Status {
 	st := s.Cluster.Status()
-	out := Status{Status: st, MasterPID: os.Getpid(), Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}}
+	out := Status{Status: st, MasterPID: os.Getpid(), Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}, OutputDropped: s.Cluster.OutputDropped()}
 	for _, a := range s.Cluster.Addrs() {
 		out.Addrs = append(out.Addrs, a.Network()+":"+a.String())
 	}
