@@ -255,3 +255,45 @@ func TestLogFileReopen(t *testing.T) {
 		t.Errorf("a worker restarted: %+v", st.Workers)
 	}
 }
+
+// --output wins; without it, --prefix (kept from before) chooses between
+// labelled, the default, and plain.
+func TestOutputFormatSetting(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want recluster.OutputFormat
+	}{
+		{nil, recluster.OutputLabelled},
+		{[]string{"--prefix"}, recluster.OutputLabelled},
+		{[]string{"--prefix=false"}, recluster.OutputPlain},
+		{[]string{"--output", "json", "--prefix"}, recluster.OutputJSON},
+		{[]string{"--prefix=false", "--output", "labelled"}, recluster.OutputLabelled},
+	} {
+		cfg, err := parseRun(append(c.args, "--", "prog"), func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if got := cfg.outputFormat(); got != c.want {
+			t.Errorf("%v: output %q, want %q", c.args, got, c.want)
+		}
+	}
+	if _, err := parseRun([]string{"--output", "pretty", "--", "prog"}, func(string) string { return "" }); err == nil ||
+		!strings.Contains(err.Error(), "labelled, plain, json") {
+		t.Errorf("--output pretty: %v, want an error that lists the formats", err)
+	}
+}
+
+// Reopening without --log-file, and bad logs flags, say what is wrong.
+func TestLogsBadInput(t *testing.T) {
+	m := startMaster(t, "-w", "1", "--ready-when", "started", "--", shellWorker(t, "exec sleep 600"))
+	_, stderr, code := cli(t, nil, "logs", "--reopen", "--control", m.ctl)
+	if code != exitFailure || !strings.Contains(stderr, "without --log-file") {
+		t.Errorf("logs --reopen without --log-file: exit %d: %s", code, stderr)
+	}
+	for _, args := range [][]string{{"--slot", "-1"}, {"--lines", "x"}, {"--reopen", "-f"}, {"extra"}} {
+		_, stderr, code := cli(t, nil, append([]string{"logs", "--control", m.ctl}, args...)...)
+		if code != exitUsage || !strings.Contains(stderr, "recluster help logs") {
+			t.Errorf("logs %v: exit %d: %s", args, code, stderr)
+		}
+	}
+}
