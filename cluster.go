@@ -118,10 +118,23 @@ type Options struct {
 	// usual choice). Zero sends the message only, as the Node.js recluster does.
 	StopSignal syscall.Signal
 	// Stdout and Stderr receive the workers' output; nil means the master's
-	// own stdout and stderr, passed straight through.
+	// own stdout and stderr, passed straight through unless OutputFormat
+	// is set.
 	Stdout, Stderr io.Writer
-	// PrefixOutput labels each line of worker output with its slot and pid.
+	// OutputFormat, when set, makes the master read the workers' output
+	// and write it to Stdout and Stderr one whole line at a time, so that
+	// the lines of different workers never mix, in that format; it keeps
+	// the most recent lines for Output and FollowOutput. Lines longer than
+	// MaxOutputLine are cut into marked pieces. A slow Stdout slows the
+	// workers' writes, but one that takes nothing for a second has lines
+	// dropped, counted and reported, rather than stall them.
+	OutputFormat OutputFormat
+	// PrefixOutput, with OutputFormat unset, means OutputLabelled.
 	PrefixOutput bool
+	// OutputHistoryLines and OutputHistoryBytes bound the recent output
+	// lines the master keeps, when OutputFormat is set; defaults
+	// DefaultOutputHistoryLines and DefaultOutputHistoryBytes.
+	OutputHistoryLines, OutputHistoryBytes int
 
 	// Sockets are bound by the master before any worker starts and passed to
 	// every worker the systemd way: fds from 3, LISTEN_FDS, LISTEN_FDNAMES
@@ -204,6 +217,7 @@ type Cluster struct {
 	sup   *supervisor   // touched only by the supervisor goroutine
 
 	defaultLog *asynclog.Handler // the queue behind the default Logger, if used
+	relay      *outputRelay      // reads the workers' output; nil when it passes straight through
 }
 
 // Errors that Reload and Terminate return.
@@ -235,8 +249,9 @@ func New(program string, opts Options) *Cluster {
 		log:        opts.Logger,
 		calls:      make(chan func(*supervisor)),
 		done:       make(chan struct{}),
+		relay:      newOutputRelay(opts),
 	}
-	c.sup = newSupervisor(c, newOSSystem(program, opts))
+	c.sup = newSupervisor(c, newOSSystem(program, opts, c.relay))
 	return c
 }
 

@@ -1,7 +1,6 @@
 package recluster
 
 import (
-	"bufio"
 	"io"
 	"os"
 	"path/filepath"
@@ -133,20 +132,16 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 	if err != nil {
 		return nil, nil, err
 	}
-	// The output copiers learn the pid through p once spawned is closed.
+	// The output readers learn the pid through p once spawned is closed.
 	spawned := make(chan struct{})
 	defer close(spawned)
-	var label func() string
-	if o.opts.PrefixOutput {
-		label = func() string { return "[" + strconv.Itoa(spec.slot) + " " + strconv.Itoa(p.id) + "] " }
-	}
-	var outputs sync.WaitGroup
 	files := []uintptr{null.Fd()}
 	for _, out := range []struct {
+		stream   string
 		w        io.Writer
 		fallback *os.File
-	}{{o.opts.Stdout, os.Stdout}, {o.opts.Stderr, os.Stderr}} {
-		fd, closeWriteEnd, err := outputPipe(out.w, out.fallback, label, spawned, &outputs)
+	}{{"stdout", o.opts.Stdout, os.Stdout}, {"stderr", o.opts.Stderr, os.Stderr}} {
+		fd, closeWriteEnd, err := o.outputPipe(out.stream, out.w, out.fallback, spec, p, spawned)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -282,54 +277,28 @@ func startProcess(argv0 string, argv []string, attr *syscall.ProcAttr) (int, err
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
 // outputPipe returns the descriptor a worker writes its stdout or stderr
-// to. Output goes straight to the master's own descriptor when it can; a
-// pipe and a copying goroutine are used only for a Writer or a label. The
-// copier calls label only after spawned is closed.
-func outputPipe(w io.Writer, fallback *os.File, label func() string, spawned <-chan struct{}, done *sync.WaitGroup) (fd uintptr, closeWriteEnd func(), err error) {
+// to: a pipe to the output relay when there is one, else the master's
+// own descriptor, or a pipe copied to Options.Stdout or Stderr when they
+// are not files.
+func (o *osSystem) outputPipe(stream string, w io.Writer, fallback *os.File, spec workerSpec, p *workerProcess, spawned <-chan struct{}) (fd uintptr, closeWriteEnd func(), err error) {
+	if o.relay != nil {
+		return o.relay.pipe(stream, spec.slot, spec.gen, p, spawned)
+	}
 	if w == nil {
 		w = fallback
 	}
 	// Fd puts the descriptor in blocking mode, which is what a child
 	// expects of its stdio; these are never the workers' listeners.
-	if f, ok := w.(*os.File); ok && label == nil {
+	if f, ok := w.(*os.File); ok {
 		return f.Fd(), func() {}, nil
 	}
 	r, pw, err := os.Pipe()
 	if err != nil {
 		return 0, nil, err
 	}
-	done.Add(1)
 	go func() {
-		defer done.Done()
 		defer r.Close()
-		<-spawned
-		prefix := ""
-		if label != nil {
-			prefix = label()
-		}
-		copyLines(w, r, prefix)
+		io.Copy(w, r)
 	}()
 	return pw.Fd(), func() { pw.Close() }, nil
-}
-
-func copyLines(w io.Writer, r io.Reader, prefix string) {
-	if prefix == "" {
-		io.Copy(w, r)
-		return
-	}
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			buf := make([]byte, 0, len(prefix)+len(line)+1)
-			buf = append(append(buf, prefix...), line...)
-			if buf[len(buf)-1] != '\n' {
-				buf = append(buf, '\n')
-			}
-			w.Write(buf)
-		}
-		if err != nil && err != bufio.ErrBufferFull {
-			return
-		}
-	}
 }

@@ -102,6 +102,7 @@ func (s *supervisor) loop() {
 		f := <-s.c.calls
 		f(s)
 	}
+	s.c.closeOutput()
 	s.c.closeDefaultLog()
 	close(s.c.done)
 }

@@ -16,6 +16,7 @@ type osSystem struct {
 	program string
 	opts    Options
 	reaper  *reaper
+	relay   *outputRelay // nil: output passes straight through
 
 	// Set by prepare, read-only afterwards.
 	credential *syscall.Credential // whom the workers run as; nil: as the master
@@ -23,8 +24,8 @@ type osSystem struct {
 	notifySeq  atomic.Int64
 }
 
-func newOSSystem(program string, opts Options) *osSystem {
-	return &osSystem{program: program, opts: opts, reaper: newReaper(opts.ReapOrphans)}
+func newOSSystem(program string, opts Options, relay *outputRelay) *osSystem {
+	return &osSystem{program: program, opts: opts, reaper: newReaper(opts.ReapOrphans), relay: relay}
 }
 
 func (o *osSystem) now() time.Time { return time.Now() }

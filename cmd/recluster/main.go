@@ -8,6 +8,7 @@
 //	recluster status [--json]
 //	recluster scale N|+N|-N
 //	recluster stop
+//	recluster logs [-f] [--slot N] [--lines N]
 //
 // Run recluster help for the details.
 //
@@ -62,16 +63,18 @@ Commands:
   scale N|+N|-N                     set the number of workers, or add or
                                     remove some
   stop                              stop the workers gracefully, then the master
+  logs [-f] [--slot N] [--lines N]  print the workers' recent output, which the
+                                    master keeps; -f follows new lines
   completion bash|zsh|fish          print a shell completion script
   man                               print the manual page (roff)
   unit [--socket] [RUN FLAGS] -- PROGRAM
                                     print a systemd unit for that run command
   help [COMMAND]                    show the help of a command
 
-reload, restart, status, top, scale and stop talk to a running master through its control
-socket; give it with --control PATH or RECLUSTER_CONTROL. The default is
-$XDG_RUNTIME_DIR/recluster.sock, or recluster-UID/control.sock in $TMPDIR
-(/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
+reload, restart, status, top, scale, stop and logs talk to a running master
+through its control socket; give it with --control PATH or RECLUSTER_CONTROL.
+The default is $XDG_RUNTIME_DIR/recluster.sock, or recluster-UID/control.sock
+in $TMPDIR (/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
 paths.
 
 Exit status: 0 on success, 1 when the operation failed, 2 for a usage error.
@@ -117,6 +120,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = scaleCommand(rest, stdout)
 	case "stop":
 		err = stopCommand(rest, stdout)
+	case "logs":
+		err = logsCommand(rest, stdout, stderr)
 	case "completion":
 		err = completionCommand(rest, stdout)
 	case "man":
@@ -131,7 +136,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		if strings.HasPrefix(cmd, "-") {
 			err = usagef("%s is not a command; flags come after the command, as in recluster run %s ... (see recluster --help)", cmd, cmd)
 		} else {
-			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, top, completion, man, unit and help (see recluster --help)", cmd)
+			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, logs, top, completion, man, unit and help (see recluster --help)", cmd)
 		}
 	}
 	return report(err, stderr)
@@ -182,6 +187,7 @@ var commandUsage = map[string]string{
 	"status":     statusUsage,
 	"scale":      scaleUsage,
 	"stop":       stopUsage,
+	"logs":       logsUsage,
 }
 
 func helpCommand(args []string, stdout io.Writer) error {
@@ -198,7 +204,7 @@ func helpCommand(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, mainUsage)
 			return nil
 		}
-		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, top, completion, man and unit", args[0])
+		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, logs, top, completion, man and unit", args[0])
 	}
 	return usagef("help takes one command name, not %d words", len(args))
 }

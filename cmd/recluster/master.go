@@ -23,7 +23,8 @@ type master struct {
 	stopReq chan struct{}
 	// slots is the number of slots the last Status showed; only onEvent
 	// reads and writes it.
-	slots int
+	slots   int
+	logFile *logFile // --log-file, or nil
 
 	// stopping is set once the stop has begun.
 	stopping atomic.Bool
@@ -56,6 +57,7 @@ func (m *master) loop(signals <-chan os.Signal) int {
 			case syscall.SIGTTIN, syscall.SIGTTOU:
 				m.scaleBy(sig)
 			case syscall.SIGUSR1:
+				m.reopenLogFile()
 				for _, w := range m.c.Workers() {
 					syscall.Kill(w.PID(), syscall.SIGUSR1)
 				}

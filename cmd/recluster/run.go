@@ -62,7 +62,14 @@ Flags:
                             repeatable
       --dir DIR             the workers' working directory (default: the
                             master's); a relative PROGRAM is found there
-      --prefix              label each line of worker output with [SLOT PID]
+      --output FORMAT       how the workers' output is written, one whole line
+                            at a time: labelled ([SLOT PID gGEN] first),
+                            plain or json (default labelled; see below)
+      --prefix              the same as --output labelled; --prefix=false is
+                            --output plain (kept for old command lines)
+      --log-file PATH       append the master's log and the workers' output
+                            to PATH instead of stderr and stdout; reopened on
+                            USR1 and on recluster logs --reopen (logrotate)
       --control PATH        the control socket (default: see recluster help)
       --reuseport           give each slot a socket of its own with
                             SO_REUSEPORT, inherited by every generation of
@@ -92,6 +99,13 @@ Flags:
   -h, --help                show this help
 
 DUR is a number with a unit: 500ms, 10s, 2m, 1h.
+
+The workers' output (stdout and stderr) goes through the master, which
+writes it one whole line at a time, so that lines of different workers never
+mix, and keeps the last 2000 lines (at most 1 MiB) for recluster logs. A
+line longer than 16 KiB is cut into pieces, each but the last ending in
+"...[continued]". A slow stdout slows the workers' writes; one that takes
+nothing for a second has lines dropped and counted rather than stall them.
 
 Every flag but --env and --config has an environment variable: RECLUSTER_
 and the flag's name in capitals with - as _ (RECLUSTER_WORKERS,
@@ -129,7 +143,7 @@ Signals to the master:
   TERM, INT   stop gracefully (a second one kills the workers at once); the
               exit status is 0 after a clean stop
   TTIN, TTOU  add or remove one worker
-  USR1        forwarded to every worker
+  USR1        reopen --log-file, and forwarded to every worker
 
 Under systemd (Type=notify, or notify-reload) the master sends READY=1 once
 its first workers are ready, RELOADING=1 and READY=1 around each reload and
@@ -150,6 +164,7 @@ type runConfig struct {
 	listen, env                             []string
 	readyWhen, stopSignal, dir, controlPath string
 	logFormat, logLevel, configPath         string
+	output, logFile                         string
 	timeout, respawn, backoff, readyTimeout time.Duration
 	timeoutSet                              bool // --timeout 0 kills at once, unlike no --timeout
 	minUptime                               time.Duration
@@ -191,6 +206,7 @@ func checkListen(v string) error {
 func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 	cfg.readyWhen, cfg.stopSignal, cfg.logFormat, cfg.logLevel = "listening", "TERM", "text", "info"
 	cfg.controlPath = control.DefaultPath()
+	cfg.prefix = true // labelled output is the default; --prefix=false asks for plain
 	settings := []*setting{
 		{name: "workers", short: "w", env: "RECLUSTER_WORKERS", value: intValue{&cfg.workers, 1}},
 		{name: "listen", env: "RECLUSTER_LISTEN", value: listValue{&cfg.listen, checkListen}, list: true},
@@ -203,7 +219,9 @@ func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 		{name: "stop-signal", env: "RECLUSTER_STOP_SIGNAL", value: stringValue{&cfg.stopSignal, checkSignal}},
 		{name: "env", value: listValue{&cfg.env, checkEnv}, list: true},
 		{name: "dir", env: "RECLUSTER_DIR", value: stringValue{&cfg.dir, notEmpty}},
+		{name: "output", env: "RECLUSTER_OUTPUT", value: stringValue{&cfg.output, oneOf(outputFormats...)}},
 		{name: "prefix", env: "RECLUSTER_PREFIX", value: boolValue{&cfg.prefix}},
+		{name: "log-file", env: "RECLUSTER_LOG_FILE", value: stringValue{&cfg.logFile, notEmpty}},
 		{name: "control", env: "RECLUSTER_CONTROL", value: stringValue{&cfg.controlPath, notEmpty}},
 		{name: "reuseport", env: "RECLUSTER_REUSEPORT", value: boolValue{&cfg.reusePort}},
 		{name: "sticky", env: "RECLUSTER_STICKY", value: boolValue{&cfg.sticky}},
@@ -298,7 +316,7 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 		Logger:            log,
 		DisableRespawnLog: true, // the respawn-scheduled event is logged instead
 		StopSignal:        signalNames[strings.TrimPrefix(strings.ToUpper(cfg.stopSignal), "SIG")],
-		PrefixOutput:      cfg.prefix,
+		OutputFormat:      cfg.outputFormat(),
 		ReusePort:         cfg.reusePort,
 		Sticky:            cfg.sticky,
 		User:              cfg.user,
@@ -339,6 +357,21 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 	return program, o, specs, nil
 }
 
+// outputFormats are the values of --output.
+var outputFormats = []string{string(recluster.OutputLabelled), string(recluster.OutputPlain), string(recluster.OutputJSON)}
+
+// outputFormat is --output, or what --prefix stands for when --output is
+// not given.
+func (cfg *runConfig) outputFormat() recluster.OutputFormat {
+	switch {
+	case cfg.output != "":
+		return recluster.OutputFormat(cfg.output)
+	case cfg.prefix:
+		return recluster.OutputLabelled
+	}
+	return recluster.OutputPlain
+}
+
 // withoutEventLines drops the records that repeat a lifecycle event.
 type withoutEventLines struct{ slog.Handler }
 
@@ -372,12 +405,23 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var file *logFile
+	if cfg.logFile != "" {
+		if file, err = openLogFile(cfg.logFile); err != nil {
+			return err
+		}
+		defer file.Close()
+		stderr = file
+	}
 	logs := newMasterLog(cfg, stderr)
 	defer logs.close()
 	log := logs.master
 	program, opts, specs, err := cfg.options(logs.library)
 	if err != nil {
 		return err
+	}
+	if file != nil {
+		opts.Stdout, opts.Stderr = file, file
 	}
 	limitMemory(opts.Workers)
 
@@ -389,7 +433,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		opts.Sockets = append(opts.Sockets, s.sock)
 	}
 
-	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1)}
+	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1), logFile: file}
 	opts.OnEventSync = m.logEvent
 	opts.OnEvent = m.onEvent
 	var mx *metrics.Metrics
@@ -422,7 +466,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &control.Server{Cluster: c, Program: program, Logger: log, Stop: m.requestStop}
+	srv := &control.Server{Cluster: c, Program: program, Logger: log, Stop: m.requestStop, Reopen: m.reopenLogFile}
 
 	signals := make(chan os.Signal, 8)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT,

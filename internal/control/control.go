@@ -6,8 +6,8 @@
 // answers with zero or more progress lines (Response.Progress set) and then
 // one final line (Response.OK, or Response.Error), and closes the
 // connection. The server runs in the master (recluster run); the client is
-// used by the recluster subcommands reload, restart, status, scale, stop
-// and top.
+// used by the recluster subcommands reload, restart, status, scale, stop,
+// logs and top.
 package control
 
 import (
@@ -37,6 +37,17 @@ const (
 	// CmdStop stops the cluster gracefully; the final answer comes once
 	// every worker has exited.
 	CmdStop = "stop"
+	// CmdLogs sends recent lines of the workers' output (Request.Lines,
+	// Request.Slot), each in a progress line "output" with Response.Line,
+	// then the final answer; with Request.Follow, a progress line
+	// "following" and then new lines as they come, until the client closes
+	// the connection (or the master stops: then a final answer). A
+	// progress line "missed" with Response.Missed counts lines a follower
+	// that read too slowly missed.
+	CmdLogs = "logs"
+	// CmdReopenLogs reopens the master's --log-file, as after logrotate
+	// renamed it.
+	CmdReopenLogs = "reopen-logs"
 )
 
 // MaxRequest bounds a request line.
@@ -57,6 +68,13 @@ type Request struct {
 	// Sample (status): measure each worker's CPU use over a short window
 	// (about 200ms) instead of leaving CPUPercent zero.
 	Sample bool `json:"sample,omitempty"`
+	// Slot (logs): only this slot's lines.
+	Slot *int `json:"slot,omitempty"`
+	// Lines (logs): how many of the most recent lines to send; default
+	// every line kept.
+	Lines *int `json:"lines,omitempty"`
+	// Follow (logs): go on with new lines as they come.
+	Follow bool `json:"follow,omitempty"`
 }
 
 // Response is one line of the server's answer. A line with Progress set is
@@ -70,6 +88,10 @@ type Response struct {
 	// Outcome (reload with Wait) says how the reload ended, so that a
 	// client can tell a superseded reload from a failed one.
 	Outcome recluster.ReloadOutcome `json:"outcome,omitempty"`
+	// Line (logs) is a line of a worker's output.
+	Line *recluster.OutputLine `json:"line,omitempty"`
+	// Missed (logs with Follow) counts lines a slow follower missed.
+	Missed int `json:"missed,omitempty"`
 }
 
 // Status is the cluster's recluster.Status plus what only the command
@@ -82,6 +104,9 @@ type Status struct {
 	Addrs     []string `json:"addrs"`
 	// Workers shadows recluster.Status.Workers with the resource figures.
 	Workers []WorkerStatus `json:"workers"`
+	// OutputDropped counts the lines of worker output the master dropped
+	// because its stdout or stderr was blocked (Cluster.OutputDropped).
+	OutputDropped int64 `json:"output_dropped"`
 }
 
 // WorkerStatus is recluster.WorkerStatus (which has the process's RSS and

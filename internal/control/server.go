@@ -93,6 +93,9 @@ type Server struct {
 	// Stop asks the command to stop the cluster gracefully; it must not
 	// block. The server then waits for Cluster.Done before it answers.
 	Stop func()
+	// Reopen reopens the master's log file (CmdReopenLogs); nil: the
+	// master has none.
+	Reopen func() error
 	// Logger receives refused connections and bad requests; default
 	// slog.Default().
 	Logger *slog.Logger
@@ -389,10 +392,20 @@ func (s *Server) handle(pc *pendingConn) {
 		s.restart(req, reply)
 	case CmdStop:
 		s.stop(conn, reply)
+	case CmdLogs:
+		s.logs(conn, req, reply)
+	case CmdReopenLogs:
+		if s.Reopen == nil {
+			fail("this master writes no log file")
+		} else if err := s.Reopen(); err != nil {
+			fail("%v", err)
+		} else {
+			reply(Response{OK: true, Message: "log file reopened"})
+		}
 	case "":
-		fail("malformed request: no cmd; use one of status, reload, restart, scale, stop")
+		fail("malformed request: no cmd; use one of status, reload, restart, scale, stop, logs, reopen-logs")
 	default:
-		fail("unknown command %q; use one of status, reload, restart, scale, stop", req.Cmd)
+		fail("unknown command %q; use one of status, reload, restart, scale, stop, logs, reopen-logs", req.Cmd)
 	}
 }
 
@@ -483,7 +496,7 @@ func (s *Server) stop(conn net.Conn, reply func(Response) bool) {
 
 func (s *Server) status(sample bool) Status {
 	st := s.Cluster.Status()
-	out := Status{Status: st, MasterPID: os.Getpid(), Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}}
+	out := Status{Status: st, MasterPID: os.Getpid(), Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}, OutputDropped: s.Cluster.OutputDropped()}
 	for _, a := range s.Cluster.Addrs() {
 		out.Addrs = append(out.Addrs, a.Network()+":"+a.String())
 	}
@@ -508,4 +521,70 @@ func (s *Server) status(sample bool) Status {
 		out.Workers = append(out.Workers, ws)
 	}
 	return out
+}
+
+func (s *Server) logs(conn net.Conn, req Request, reply func(Response) bool) {
+	slot, n := -1, -1
+	if req.Slot != nil {
+		if slot = *req.Slot; slot < 0 {
+			reply(Response{Error: fmt.Sprintf("logs: slot %d is not a slot; slots are 0 and up", slot)})
+			return
+		}
+	}
+	if req.Lines != nil {
+		if n = *req.Lines; n < 0 {
+			reply(Response{Error: fmt.Sprintf("logs: lines %d: want 0 or more", n)})
+			return
+		}
+	}
+	line := func(l recluster.OutputLine) bool { return reply(Response{Progress: "output", Line: &l}) }
+	lines, err := s.Cluster.Output(slot, n)
+	if err != nil {
+		reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
+		return
+	}
+	if !req.Follow {
+		for _, l := range lines {
+			if !line(l) {
+				return
+			}
+		}
+		reply(Response{OK: true, Message: fmt.Sprintf("%d lines", len(lines))})
+		return
+	}
+	if !reply(Response{Progress: "following"}) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The client ends a follow by closing its connection.
+	go func() {
+		io.Copy(io.Discard, conn)
+		cancel()
+	}()
+	go func() {
+		select {
+		case <-s.Cluster.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err = s.Cluster.FollowOutput(ctx, slot, n, func(l recluster.OutputLine) {
+		if !line(l) {
+			cancel()
+		}
+	}, func(missed int) {
+		if !reply(Response{Progress: "missed", Missed: missed}) {
+			cancel()
+		}
+	})
+	if err != nil {
+		reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
+		return
+	}
+	select {
+	case <-s.Cluster.Done():
+		reply(Response{OK: true, Message: "the master stopped"})
+	default:
+	}
 }
