@@ -494,7 +494,8 @@ func TestFakeCrashLoopMarksTheSlotFailing(t *testing.T) {
 		var w *Worker
 		if i == 0 {
 			w = h.active(1)
-			proc(w).exit(1) // a crash after ready starts no streak ...
+			h.advance(h.s.opts.MinUptime) // it stayed up: its crash starts no streak ...
+			proc(w).exit(1)
 			h.advance(2 * time.Second)
 			w = h.one(1, 1)
 		} else {
@@ -509,8 +510,12 @@ func TestFakeCrashLoopMarksTheSlotFailing(t *testing.T) {
 	// The new generation of a reload that dies before ready says nothing
 	// about the slot's health.
 	h.ready(h.one(1, 1))
+	if got := h.s.status().FailingSlots; !slices.Equal(got, []int{1}) {
+		t.Fatalf("a worker that has only just become ready cleared the failing slot: %v", got)
+	}
+	h.advance(h.s.opts.MinUptime)
 	if got := h.s.status().FailingSlots; len(got) != 0 {
-		t.Fatalf("a ready worker did not clear the failing slot: %v", got)
+		t.Fatalf("a worker that stayed up did not clear the failing slot: %v", got)
 	}
 	for range crashLoopThreshold {
 		result := h.reload()
