@@ -520,13 +520,19 @@ func (c *Cluster) Status() Status {
 	c.call(func(s *supervisor) { st = s.status() })
 	// The processes' figures are read here, off the supervisor's loop,
 	// which must not wait on /proc for every worker of a large cluster.
-	for i := range st.Workers {
-		w := &st.Workers[i]
-		rss, cpu, _ := c.sup.sys.usage(w.PID)
-		w.RSSBytes, w.CPUSeconds = rss, cpu.Seconds()
+	pids := make([]int, len(st.Workers))
+	for i, w := range st.Workers {
+		pids[i] = w.PID
+	}
+	for i, u := range c.sup.sys.usage(pids) {
+		st.Workers[i].RSSBytes, st.Workers[i].CPUSeconds = u.rssBytes, u.cpu.Seconds()
 	}
 	return st
 }
+
+// Options returns the options the cluster runs with, defaults filled in
+// (a CLI tells its operator how long a drain may take from them).
+func (c *Cluster) Options() Options { return c.opts }
 
 // Done is closed once the cluster has been terminated (or failed to run).
 func (c *Cluster) Done() <-chan struct{} { return c.done }

@@ -8,16 +8,22 @@ import (
 
 // processTree returns pid and every process descended from it. Servers
 // that fork (gunicorn's arbiter, `npm start`, a shell) do their serving
-// in children, so what a worker is and holds is its whole tree. The kernel
-// has no cheap list of a process's children unless it was built with
-// CONFIG_PROC_CHILDREN, so the tree is found from every process's parent
-// in /proc/*/stat.
-func processTree(pid int) []int {
+// in children, so what a worker is and holds is its whole tree.
+func processTree(pid int) []int { return readProcTable().tree(pid) }
+
+// procTable is one reading of every process's parent: children by parent
+// pid. The kernel has no cheap list of a process's children unless it was
+// built with CONFIG_PROC_CHILDREN, so the tree is found from every
+// process's parent in /proc/*/stat; one table serves every worker of a
+// status snapshot.
+type procTable map[int][]int
+
+func readProcTable() procTable {
+	children := procTable{}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return []int{pid}
+		return children
 	}
-	children := map[int][]int{}
 	for _, e := range ents {
 		child, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -27,9 +33,14 @@ func processTree(pid int) []int {
 			children[ppid] = append(children[ppid], child)
 		}
 	}
+	return children
+}
+
+// tree returns pid and its descendants, pid first.
+func (t procTable) tree(pid int) []int {
 	tree := []int{pid}
 	for i := 0; i < len(tree); i++ {
-		tree = append(tree, children[tree[i]]...)
+		tree = append(tree, t[tree[i]]...)
 	}
 	return tree
 }

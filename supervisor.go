@@ -461,6 +461,7 @@ func (s *supervisor) sweep() {
 		return
 	}
 	now := s.sys.now()
+	rss := s.treeRSS()
 	for w := range s.workers {
 		if w.state == WorkerDraining || w.killed || w.proc == nil {
 			continue
@@ -476,10 +477,8 @@ func (s *supervisor) sweep() {
 			s.replace(w, fmt.Sprintf("older than max age %v", s.opts.MaxAge))
 			continue
 		}
-		if s.opts.MaxRSS > 0 {
-			if rss, _, ok := s.sys.usage(w.pid); ok && rss > s.opts.MaxRSS {
-				s.replace(w, fmt.Sprintf("RSS %d bytes over the limit of %d", rss, s.opts.MaxRSS))
-			}
+		if r, ok := rss[w]; ok && r > s.opts.MaxRSS {
+			s.replace(w, fmt.Sprintf("RSS %d bytes (its process tree) over the limit of %d", r, s.opts.MaxRSS))
 		}
 	}
 	s.scheduleSweep()

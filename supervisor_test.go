@@ -99,9 +99,13 @@ func (f *fakeSystem) releaseStarts() {
 	}
 }
 
-func (f *fakeSystem) usage(pid int) (int64, time.Duration, bool) {
+func (f *fakeSystem) usage(pids []int) []procFigures {
 	f.usageCalls++
-	return 1 << 20, time.Second, true
+	out := make([]procFigures, len(pids))
+	for i := range out {
+		out[i] = procFigures{rssBytes: 1 << 20, cpu: time.Second, ok: true}
+	}
+	return out
 }
 
 func (f *fakeSystem) closeFD(fd int) { f.closedFDs = append(f.closedFDs, fd) }

@@ -64,7 +64,9 @@ type WorkerStatus struct {
 	Status     string      `json:"status,omitempty"`
 	Listening  bool        `json:"listening"`
 	// RSSBytes and CPUSeconds are read from /proc when the snapshot is
-	// taken (Linux only; 0 elsewhere).
+	// taken (Linux only; 0 elsewhere), summed over the worker's process
+	// tree: the worker and every process descended from it. CPUSeconds
+	// includes the children it has reaped.
 	RSSBytes   int64   `json:"rss_bytes"`
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
