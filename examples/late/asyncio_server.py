@@ -1,7 +1,8 @@
 """An asyncio HTTP server that knows nothing of recluster: it takes the
 socket systemd-style on fd 3 after LATE_MS (3 s by default) and drains on
 SIGTERM. It waits for connections in an epoll set. EXIT_AFTER_MS, when set,
-makes it exit with status 1 that long after start (a broken release)."""
+makes it exit with status 1 that long after it starts to serve (a broken
+release that passes its readiness check)."""
 import asyncio
 import os
 import signal
@@ -28,13 +29,13 @@ async def handle(reader, writer):
 
 async def main():
     loop = asyncio.get_running_loop()
-    exit_after = int(os.environ.get("EXIT_AFTER_MS", "0"))
-    if exit_after:
-        loop.call_later(exit_after / 1000, os._exit, 1)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await asyncio.sleep(int(os.environ.get("LATE_MS", "3000")) / 1000)
     server = await asyncio.start_server(handle, sock=socket.socket(fileno=3))
+    exit_after = int(os.environ.get("EXIT_AFTER_MS", "0"))
+    if exit_after:
+        loop.call_later(exit_after / 1000, os._exit, 1)
     await stop.wait()
     server.close()
     # Python before 3.12 returns from wait_closed at once, and asyncio.run

@@ -125,7 +125,9 @@ func NewEvent(e recluster.Event) *Event {
 }
 
 // Duration returns DurationMS as a time.Duration.
-func (e *Event) Duration() time.Duration { return time.Duration(e.DurationMS * float64(time.Millisecond)) }
+func (e *Event) Duration() time.Duration {
+	return time.Duration(e.DurationMS * float64(time.Millisecond))
+}
 
 // Status is the cluster's recluster.Status plus what only the command
 // knows: the master's pid, its listening addresses and per-worker resource

@@ -388,10 +388,11 @@ func (s *Server) reload(req Request, reply func(Response) bool) {
 		reply(Response{OK: true, Message: "reload started"})
 		return
 	}
-	reply(Response{Progress: "reload started"})
 	opts := []recluster.ReloadOption{recluster.WithProbation(probation)}
 	var steps *reloadSteps
-	if req.Progress {
+	if !req.Progress {
+		reply(Response{Progress: "reload started"})
+	} else { // the reload-started event is the first line
 		steps = newReloadSteps(reply)
 		opts = append(opts, recluster.WithProgress(steps.push))
 	}
