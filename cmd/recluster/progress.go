@@ -92,11 +92,11 @@ func (v *progressView) describe(e *control.Event) string {
 		if e.Signal != "" {
 			how = "was killed by signal " + e.Signal
 		}
-		if e.Generation < v.gen && e.Signal == "" && e.ExitCode == 0 {
+		switch {
+		case e.Generation < v.gen && e.Signal == "" && e.ExitCode == 0:
 			return who + " exited"
-		}
-		if e.Generation < v.gen {
-			return p.warn(who + " " + how)
+		case e.Generation < v.gen: // it was told to go: how it went is news, not a failure
+			return who + " " + how
 		}
 		return p.bad(who + " " + how)
 	case recluster.EventRespawnScheduled:
