@@ -12,13 +12,12 @@ const userHZ = 100
 
 // treeUsage reads, for each pid, the resident memory and CPU time of its
 // whole process tree: a server that forks (gunicorn, `npm start`) holds
-// its memory and spends its CPU in its children. /proc's process list is
-// read once for all of them.
+// its memory and spends its CPU in its children.
 func treeUsage(pids []int) []procFigures {
-	table := readProcTable()
+	tree := treeReader()
 	out := make([]procFigures, len(pids))
 	for i, pid := range pids {
-		for j, p := range table.tree(pid) {
+		for j, p := range tree(pid) {
 			rss, cpu, ok := procUsage(p)
 			if !ok {
 				if j == 0 {

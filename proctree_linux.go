@@ -2,20 +2,55 @@ package recluster
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // processTree returns pid and every process descended from it. Servers
 // that fork (gunicorn's arbiter, `npm start`, a shell) do their serving
 // in children, so what a worker is and holds is its whole tree.
-func processTree(pid int) []int { return readProcTable().tree(pid) }
+func processTree(pid int) []int { return treeReader()(pid) }
+
+// treeReader returns a function that finds process trees. Where the
+// kernel lists each thread's children (/proc/PID/task/TID/children,
+// CONFIG_PROC_CHILDREN, which Debian's and most distributions' kernels
+// have), a tree costs a read per thread of its processes; elsewhere the
+// parents of every process on the host are read once (/proc/*/stat) and
+// the returned function uses that table, so that a status snapshot of
+// many workers reads /proc once.
+func treeReader() func(pid int) []int {
+	if haveChildrenFiles() {
+		return childrenTree
+	}
+	return readProcTable().tree
+}
+
+var haveChildrenFiles = sync.OnceValue(func() bool {
+	_, err := os.Stat("/proc/thread-self/children")
+	return err == nil
+})
+
+// childrenTree walks the tree below pid through the children files.
+func childrenTree(pid int) []int {
+	tree := []int{pid}
+	for i := 0; i < len(tree); i++ {
+		tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(tree[i]) + "/task/*/children")
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			for _, f := range strings.Fields(string(b)) {
+				if child, err := strconv.Atoi(f); err == nil {
+					tree = append(tree, child)
+				}
+			}
+		}
+	}
+	return tree
+}
 
 // procTable is one reading of every process's parent: children by parent
-// pid. The kernel has no cheap list of a process's children unless it was
-// built with CONFIG_PROC_CHILDREN, so the tree is found from every
-// process's parent in /proc/*/stat; one table serves every worker of a
-// status snapshot.
+// pid.
 type procTable map[int][]int
 
 func readProcTable() procTable {
