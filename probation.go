@@ -114,9 +114,17 @@ func (s *supervisor) followReload(t *reloadTrack, e Event) {
 		t.settings.progress(e)
 	}
 	switch {
-	case e.Kind == EventReloadAborted && e.Generation == t.gen, e.Kind == EventStopped:
+	case e.Kind == EventReloadAborted && e.Generation == t.gen:
 		t.drained = true
 		s.decide(t, nil) // Reload reports the abort itself
+		s.endTrack(t)
+	case e.Kind == EventStopped:
+		t.drained = true
+		var err error
+		if !t.committed.IsZero() {
+			err = fmt.Errorf("%w: the cluster stopped before the probation of generation %d ended", ErrProbationFailed, t.gen)
+		}
+		s.decide(t, err) // already decided unless a probation was running
 		s.endTrack(t)
 	case e.Kind == EventReloadCommitted && e.Generation == t.gen:
 		s.committed(t)
