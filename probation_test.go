@@ -141,3 +141,17 @@ func TestFakeCrashLoopAfterReady(t *testing.T) {
 		t.Fatalf("failing slots %v after late crashes, want none", got)
 	}
 }
+
+func TestFakeStopDuringProbationIsNoSuccess(t *testing.T) {
+	h := newHarness(t, Options{Workers: 2})
+	h.runReady()
+	result, track := h.reloadWith(WithProbation(5 * time.Second))
+	h.readyGen(2)
+	<-result
+	done := make(chan error, 1)
+	h.s.terminate(done)
+	h.settle()
+	if err := <-track.verdict; !errors.Is(err, ErrProbationFailed) || !strings.Contains(err.Error(), "stopped") {
+		t.Fatalf("probation cut short by a stop: %v, want ErrProbationFailed saying the cluster stopped", err)
+	}
+}
