@@ -412,17 +412,39 @@ func (c *Cluster) Run() error {
 // the reload is aborted: the new generation is stopped, the old one keeps
 // serving, and the error names the slot and the cause. A Reload called while
 // another is in progress supersedes it (that one returns ErrSuperseded).
-func (c *Cluster) Reload(ctx context.Context) error {
+// With WithProbation it also waits for the new generation to stay up; with
+// WithProgress the caller follows each step.
+func (c *Cluster) Reload(ctx context.Context, opts ...ReloadOption) error {
+	var settings reloadSettings
+	for _, o := range opts {
+		o(&settings)
+	}
 	result := make(chan error, 1)
-	if !c.call(func(s *supervisor) { s.startReload(result) }) {
+	var t *reloadTrack
+	if !c.call(func(s *supervisor) { t = s.track(settings); s.startReload(result) }) {
 		return ErrNotRunning
 	}
 	select {
 	case err := <-result:
-		return err
+		if err != nil || t == nil {
+			return err
+		}
 	case <-ctx.Done():
 		c.call(func(s *supervisor) { s.abortReloadFor(result, fmt.Errorf("recluster: reload aborted: %w", ctx.Err())) })
-		return <-result
+		if err := <-result; err != nil {
+			return err
+		}
+	}
+	select {
+	case err := <-t.verdict: // decided at the commit when there is no probation
+		return err
+	default:
+	}
+	select {
+	case err := <-t.verdict:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("recluster: the reload committed, but its probation had not ended: %w", ctx.Err())
 	}
 }
 
@@ -522,13 +544,19 @@ func (c *Cluster) Status() Status {
 	c.call(func(s *supervisor) { st = s.status() })
 	// The processes' figures are read here, off the supervisor's loop,
 	// which must not wait on /proc for every worker of a large cluster.
-	for i := range st.Workers {
-		w := &st.Workers[i]
-		rss, cpu, _ := c.sup.sys.usage(w.PID)
-		w.RSSBytes, w.CPUSeconds = rss, cpu.Seconds()
+	pids := make([]int, len(st.Workers))
+	for i, w := range st.Workers {
+		pids[i] = w.PID
+	}
+	for i, u := range c.sup.sys.usage(pids) {
+		st.Workers[i].RSSBytes, st.Workers[i].CPUSeconds = u.rssBytes, u.cpu.Seconds()
 	}
 	return st
 }
+
+// Options returns the options the cluster runs with, defaults filled in
+// (a CLI tells its operator how long a drain may take from them).
+func (c *Cluster) Options() Options { return c.opts }
 
 // Done is closed once the cluster has been terminated (or failed to run).
 func (c *Cluster) Done() <-chan struct{} { return c.done }

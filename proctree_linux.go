@@ -1,111 +1,121 @@
 package recluster
 
 import (
-	"bytes"
 	"os"
+	"path/filepath"
 	"strconv"
-	"syscall"
+	"strings"
+	"sync"
 	"time"
 )
 
-// procTree is a snapshot of every process's parent. Servers that fork
-// (gunicorn's arbiter, `npm start`, a shell) do their serving in children,
-// so what a worker is and holds is its whole tree. The kernel has no cheap
-// list of a process's children unless it was built with
-// CONFIG_PROC_CHILDREN, so the tree is found from every process's parent
-// in /proc/*/stat: the accept watcher shares one snapshot among all the
-// workers it looks at, and reads it again at most every acceptPollMax.
-type procTree struct {
-	children map[int][]int
-	taken    time.Time
+// processTree returns pid and every process descended from it. Servers
+// that fork (gunicorn's arbiter, `npm start`, a shell) do their serving
+// in children, so what a worker is and holds is its whole tree.
+func processTree(pid int) []int { return treeReader()(pid) }
+
+// treeReader returns a function that finds process trees. Where the
+// kernel lists each thread's children (/proc/PID/task/TID/children,
+// CONFIG_PROC_CHILDREN, which Debian's and most distributions' kernels
+// have), a tree costs a read per thread of its processes; elsewhere the
+// parents of every process on the host are read once (/proc/*/stat) and
+// the returned function uses that table, so that a status snapshot of
+// many workers reads /proc once.
+func treeReader() func(pid int) []int {
+	if haveChildrenFiles() {
+		return childrenTree
+	}
+	return readProcTable().tree
 }
 
-// descendants returns the processes descended from pid, as the snapshot
-// knows them; it reads the snapshot again when it is older than
-// acceptPollMax at now.
-func (t *procTree) descendants(pid int, now time.Time) []int {
-	if t.children == nil || now.Sub(t.taken) >= acceptPollMax {
-		t.children, t.taken = readChildren(), now
-	}
-	tree := append([]int(nil), t.children[pid]...)
+var haveChildrenFiles = sync.OnceValue(func() bool {
+	_, err := os.Stat("/proc/thread-self/children")
+	return err == nil
+})
+
+// childrenTree walks the tree below pid through the children files.
+func childrenTree(pid int) []int {
+	tree := []int{pid}
 	for i := 0; i < len(tree); i++ {
-		tree = append(tree, t.children[tree[i]]...)
+		tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(tree[i]) + "/task/*/children")
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			for _, f := range strings.Fields(string(b)) {
+				if child, err := strconv.Atoi(f); err == nil {
+					tree = append(tree, child)
+				}
+			}
+		}
 	}
 	return tree
 }
 
-// readChildren maps every process to its children.
-func readChildren() map[int][]int {
-	children := map[int][]int{}
-	dir, err := os.Open("/proc")
+// procTable is one reading of every process's parent: children by parent
+// pid.
+type procTable map[int][]int
+
+func readProcTable() procTable {
+	children := procTable{}
+	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return children
 	}
-	names, _ := dir.Readdirnames(-1)
-	dir.Close()
-	buf := make([]byte, statBufSize)
-	for _, name := range names {
-		child, err := strconv.Atoi(name)
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if ppid, ok := statInt(readStat(child, buf), statPPID); ok {
-			children[int(ppid)] = append(children[int(ppid)], child)
+		if ppid, ok := parentOf(child); ok {
+			children[ppid] = append(children[ppid], child)
 		}
 	}
 	return children
 }
 
-// statBufSize holds any /proc/PID/stat line: 52 numbers and a command name
-// of at most 64 bytes.
-const statBufSize = 1024
-
-// Fields of /proc/PID/stat, numbered as in proc(5).
-const (
-	statPPID  = 4
-	statUtime = 14
-	statStime = 15
-	statRSS   = 24
-)
-
-// readStat reads /proc/PID/stat into buf and returns what it holds, or nil
-// if the process has gone. It allocates nothing of its own: it runs for
-// every process on the machine.
-func readStat(pid int, buf []byte) []byte {
-	fd, err := syscall.Open("/proc/"+strconv.Itoa(pid)+"/stat", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil
+// tree returns pid and its descendants, pid first.
+func (t procTable) tree(pid int) []int {
+	tree := []int{pid}
+	for i := 0; i < len(tree); i++ {
+		tree = append(tree, t[tree[i]]...)
 	}
-	defer syscall.Close(fd)
-	n, err := syscall.Read(fd, buf)
-	if err != nil || n <= 0 {
-		return nil
-	}
-	return buf[:n]
+	return tree
 }
 
-// statInt returns field n (n >= 3, as numbered in proc(5)) of a stat line.
-// The command name, field 2, may hold spaces and parentheses, so the
-// fields are counted from its closing parenthesis, the last one.
-func statInt(stat []byte, n int) (int64, bool) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
+// parentOf reads a process's parent pid (field 4 of /proc/PID/stat).
+func parentOf(pid int) (int, bool) {
+	fields, ok := statFields(pid)
+	if !ok || len(fields) < 2 {
 		return 0, false
 	}
-	rest := stat[i+1:]
-	for field := 3; ; field++ {
-		rest = bytes.TrimLeft(rest, " ")
-		end := bytes.IndexByte(rest, ' ')
-		if end < 0 {
-			end = len(rest)
-		}
-		if field == n {
-			v, err := strconv.ParseInt(string(bytes.TrimSpace(rest[:end])), 10, 64)
-			return v, err == nil
-		}
-		if end == len(rest) {
-			return 0, false
-		}
-		rest = rest[end:]
+	ppid, err := strconv.Atoi(fields[1])
+	return ppid, err == nil
+}
+
+// statFields returns the fields of /proc/PID/stat after the command name,
+// which may hold spaces and parentheses: fields[0] is the state (field 3
+// of proc(5)).
+func statFields(pid int) ([]string, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, false
 	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:]), true
+}
+
+// procTree is what the accept watcher knows of the process trees: one
+// reader shared by every worker it looks at, read again at most every
+// acceptPollMax, so that many starting workers do not each scan /proc.
+type procTree struct {
+	tree  func(pid int) []int
+	taken time.Time
+}
+
+// descendants returns the processes descended from pid, reading the trees
+// again when what it holds is older than acceptPollMax at now.
+func (t *procTree) descendants(pid int, now time.Time) []int {
+	if t.tree == nil || now.Sub(t.taken) >= acceptPollMax {
+		t.tree, t.taken = treeReader(), now
+	}
+	return t.tree(pid)[1:]
 }

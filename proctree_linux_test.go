@@ -10,23 +10,6 @@ import (
 	"time"
 )
 
-func TestStatFields(t *testing.T) {
-	// A command name may hold spaces and parentheses; the last field ends
-	// the line.
-	line := []byte("4242 (a) b (c d) S 17 4242 4242 0 -1 4194560 1 0 0 0 7 3 0 0 20 0 1 0 99 1000 250 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 9\n")
-	for _, c := range []struct{ field, want int }{{statPPID, 17}, {statUtime, 7}, {statStime, 3}, {statRSS, 250}, {52, 9}} {
-		if got, ok := statInt(line, c.field); !ok || got != int64(c.want) {
-			t.Errorf("field %d: got %d, %v; want %d", c.field, got, ok, c.want)
-		}
-	}
-	if _, ok := statInt(line, 53); ok {
-		t.Error("field 53 does not exist, but statInt found it")
-	}
-	if _, ok := statInt(nil, statPPID); ok {
-		t.Error("an empty line has no fields")
-	}
-}
-
 func TestProcTreeFindsChildren(t *testing.T) {
 	var tree procTree
 	kids := tree.descendants(os.Getppid(), time.Now())

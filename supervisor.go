@@ -25,7 +25,8 @@ import (
 // is not covered gets a respawn, paced by the pacer.
 
 // crashLoopThreshold is how many workers in a row may die in one slot
-// before they are ever ready until the slot is reported as failing.
+// before they are ready, or within their uptime window after it
+// (probation.go), until the slot is reported as failing.
 const crashLoopThreshold = 3
 
 type reloadOp struct {
@@ -63,6 +64,7 @@ type supervisor struct {
 	events           *eventQueue
 
 	restartOps map[int]*restartOp // slot -> its restart in progress (restart.go)
+	tracks     tracks             // reloads followed after their commit (probation.go)
 
 	// runResult is Run's answer, owed until every worker of the first
 	// generation has started (or one could not).
@@ -121,6 +123,7 @@ func (s *supervisor) emit(e Event) {
 	if s.events.push(e) {
 		s.log.Warn("recluster: the OnEvent handler is too slow; it misses events (an EventMissed says how many)")
 	}
+	s.followReloads(e)
 }
 
 func (s *supervisor) workerEvent(kind EventKind, w *Worker) Event {
@@ -381,7 +384,7 @@ func (s *supervisor) markReady(w *Worker) {
 	w.readyTimer.Stop()
 	w.stopAcceptWatching()
 	w.readyAt = s.sys.now()
-	delete(s.failures, w.slot)
+	s.settleSlot(w)
 	s.emit(s.workerEvent(EventReady, w))
 	if r := s.reload; r != nil && w.gen == r.gen {
 		w.state = WorkerStandby
@@ -461,6 +464,7 @@ func (s *supervisor) sweep() {
 		return
 	}
 	now := s.sys.now()
+	rss := s.treeRSS()
 	for w := range s.workers {
 		if w.state == WorkerDraining || w.killed || w.proc == nil {
 			continue
@@ -476,10 +480,8 @@ func (s *supervisor) sweep() {
 			s.replace(w, fmt.Sprintf("older than max age %v", s.opts.MaxAge))
 			continue
 		}
-		if s.opts.MaxRSS > 0 {
-			if rss, _, ok := s.sys.usage(w.pid); ok && rss > s.opts.MaxRSS {
-				s.replace(w, fmt.Sprintf("RSS %d bytes over the limit of %d", rss, s.opts.MaxRSS))
-			}
+		if r, ok := rss[w]; ok && r > s.opts.MaxRSS {
+			s.replace(w, fmt.Sprintf("RSS %d bytes (its process tree) over the limit of %d", r, s.opts.MaxRSS))
 		}
 	}
 	s.scheduleSweep()
@@ -542,7 +544,7 @@ func (s *supervisor) killAll(reason string) int {
 // (or never started).
 func (s *supervisor) release(w *Worker) {
 	s.remove(w)
-	for _, t := range []timer{w.readyTimer, w.killTimer, w.settleTimer} {
+	for _, t := range []timer{w.readyTimer, w.killTimer, w.settleTimer, w.uptimeTimer} {
 		if t != nil {
 			t.Stop()
 		}
@@ -586,15 +588,17 @@ func (s *supervisor) exited(w *Worker, st exitStatus) {
 }
 
 // diedBeforeReady counts an unasked end of w towards its slot's crash
-// loop. A worker of an unfinished reload says nothing about its slot's
-// health: the active generation still serves it.
+// loop, when it died before it was ready or soon after (diedEarly). A
+// worker of an unfinished reload says nothing about its slot's health:
+// the active generation still serves it.
 func (s *supervisor) diedBeforeReady(w *Worker) {
-	if !w.readyAt.IsZero() || w.gen > s.gen || w.slot >= s.slots {
+	if !s.diedEarly(w) || w.gen > s.gen || w.slot >= s.slots {
 		return
 	}
 	s.failures[w.slot]++
 	if s.failures[w.slot] == crashLoopThreshold {
-		s.log.Error("recluster: slot is failing: its workers keep dying before they are ready; check the program's output", "worker", w.slot, "in_a_row", crashLoopThreshold)
+		s.log.Error("recluster: slot is failing: its workers keep dying before they are ready or within min uptime of it; check the program's output",
+			"worker", w.slot, "in_a_row", crashLoopThreshold, "min_uptime", s.uptimeWindow(w).String())
 	}
 }
 

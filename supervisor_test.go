@@ -99,9 +99,13 @@ func (f *fakeSystem) releaseStarts() {
 	}
 }
 
-func (f *fakeSystem) usage(pid int) (int64, time.Duration, bool) {
+func (f *fakeSystem) usage(pids []int) []procFigures {
 	f.usageCalls++
-	return 1 << 20, time.Second, true
+	out := make([]procFigures, len(pids))
+	for i := range out {
+		out[i] = procFigures{rssBytes: 1 << 20, cpu: time.Second, ok: true}
+	}
+	return out
 }
 
 func (f *fakeSystem) closeFD(fd int) { f.closedFDs = append(f.closedFDs, fd) }
@@ -494,7 +498,8 @@ func TestFakeCrashLoopMarksTheSlotFailing(t *testing.T) {
 		var w *Worker
 		if i == 0 {
 			w = h.active(1)
-			proc(w).exit(1) // a crash after ready starts no streak ...
+			h.advance(h.s.opts.MinUptime) // it stayed up: its crash starts no streak ...
+			proc(w).exit(1)
 			h.advance(2 * time.Second)
 			w = h.one(1, 1)
 		} else {
@@ -509,8 +514,12 @@ func TestFakeCrashLoopMarksTheSlotFailing(t *testing.T) {
 	// The new generation of a reload that dies before ready says nothing
 	// about the slot's health.
 	h.ready(h.one(1, 1))
+	if got := h.s.status().FailingSlots; !slices.Equal(got, []int{1}) {
+		t.Fatalf("a worker that has only just become ready cleared the failing slot: %v", got)
+	}
+	h.advance(h.s.opts.MinUptime)
 	if got := h.s.status().FailingSlots; len(got) != 0 {
-		t.Fatalf("a ready worker did not clear the failing slot: %v", got)
+		t.Fatalf("a worker that stayed up did not clear the failing slot: %v", got)
 	}
 	for range crashLoopThreshold {
 		result := h.reload()

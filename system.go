@@ -30,10 +30,19 @@ type system interface {
 	// start starts a worker as spec says, off the caller's goroutine: the
 	// fork must not stall the supervisor. It reports through hooks.
 	start(spec workerSpec, hooks workerHooks)
-	// usage reads a process's resident memory and CPU time.
-	usage(pid int) (rssBytes int64, cpu time.Duration, ok bool)
+	// usage reads the resident memory and CPU time of each pid's whole
+	// process tree (the worker and its descendants), in one pass.
+	usage(pids []int) []procFigures
 	// closeFD closes a descriptor a worker sent that nobody takes.
 	closeFD(fd int)
+}
+
+// procFigures are a worker's resource figures, summed over its process
+// tree; ok is false when they could not be read.
+type procFigures struct {
+	rssBytes int64
+	cpu      time.Duration
+	ok       bool
 }
 
 // timer is a scheduled callback; *time.Timer is one.

@@ -59,7 +59,7 @@ func (o *osSystem) cleanup() {
 	}
 }
 
-func (o *osSystem) usage(pid int) (int64, time.Duration, bool) { return procUsage(pid) }
+func (o *osSystem) usage(pids []int) []procFigures { return treeUsage(pids) }
 
 func (o *osSystem) closeFD(fd int) { unix.Close(fd) }
 

@@ -29,6 +29,7 @@ type Worker struct {
 	readyTimer  timer
 	killTimer   timer
 	settleTimer timer // MinUptime, for ReadyWhen=Listening with Sockets
+	uptimeTimer timer // clears its slot's crash loop once it has stayed up
 
 	stopAcceptWatch func() // ends the watch for it to accept on its sockets
 	unknown         unknownCommands
@@ -64,7 +65,9 @@ type WorkerStatus struct {
 	Status     string      `json:"status,omitempty"`
 	Listening  bool        `json:"listening"`
 	// RSSBytes and CPUSeconds are read from /proc when the snapshot is
-	// taken (Linux only; 0 elsewhere).
+	// taken (Linux only; 0 elsewhere), summed over the worker's process
+	// tree: the worker and every process descended from it. CPUSeconds
+	// includes the children it has reaped.
 	RSSBytes   int64   `json:"rss_bytes"`
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
@@ -81,7 +84,10 @@ type Status struct {
 	Workers   []WorkerStatus `json:"workers"`
 	// Reloads counts finished reloads by outcome.
 	Reloads map[ReloadOutcome]int `json:"reloads"`
-	// FailingSlots lists slots whose workers keep dying before they are ready.
+	// FailingSlots lists slots in a crash loop: three workers in a row died
+	// before they were ready or within Options.MinUptime (or the probation
+	// of the reload that started them) of it. A slot leaves the list once
+	// one of its workers stays up that long.
 	FailingSlots []int `json:"failing_slots,omitempty"`
 	// Sticky, when Options.Sticky is on, gives each slot's share of the
 	// client address buckets.

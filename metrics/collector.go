@@ -32,7 +32,7 @@ var (
 	descWorkers = prometheus.NewDesc("recluster_workers",
 		"Live worker processes by state: starting, standby, active, draining.", []string{"state"}, nil)
 	descFailing = prometheus.NewDesc("recluster_slot_failing",
-		"1 for a slot whose last 3 or more workers died before they were ever ready (a crash loop), else 0.", []string{"slot"}, nil)
+		"1 for a slot whose last 3 or more workers died before they were ready or within min uptime (or the reload's probation) of it (a crash loop), else 0.", []string{"slot"}, nil)
 	descFailingCount = prometheus.NewDesc("recluster_failing_slots",
 		"Number of slots in a crash loop (see recluster_slot_failing).", nil, nil)
 	descUptime = prometheus.NewDesc("recluster_uptime_seconds",

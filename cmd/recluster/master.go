@@ -86,6 +86,10 @@ func (m *master) scaleBy(sig os.Signal) {
 func (m *master) stop(signals <-chan os.Signal) int {
 	m.stopping.Store(true)
 	m.notify.stop()
+	if drain := m.c.Options().Timeout; drain > 0 {
+		m.log.Info(fmt.Sprintf("recluster: stopping: the workers have up to %v to finish their work; a second Ctrl-C (INT or TERM) kills them now", drain),
+			"workers", len(m.c.Workers()), "timeout", drain.String())
+	}
 	reloading := m.c.Status().Reloading != 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

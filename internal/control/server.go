@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/internal/lossy"
 )
 
 // requestTimeout bounds how long a client may take to send its request.
@@ -411,6 +412,15 @@ func (s *Server) handle(pc *pendingConn) {
 
 func (s *Server) reload(req Request, reply func(Response) bool) {
 	c := s.Cluster
+	var probation time.Duration
+	if req.Probation != "" {
+		d, err := time.ParseDuration(req.Probation)
+		if err != nil || d < 0 {
+			reply(Response{Error: fmt.Sprintf("reload: probation %q is not a duration such as 30s", req.Probation)})
+			return
+		}
+		probation = d
+	}
 	if !req.Wait {
 		if st := c.Status(); st.Phase != recluster.PhaseRunning {
 			reply(Response{Error: fmt.Sprintf("cannot reload: the cluster is %s", st.Phase)})
@@ -420,17 +430,95 @@ func (s *Server) reload(req Request, reply func(Response) bool) {
 		reply(Response{OK: true, Message: "reload started"})
 		return
 	}
-	reply(Response{Progress: "reload started"})
-	if err := c.Reload(context.Background()); err != nil {
+	opts := []recluster.ReloadOption{recluster.WithProbation(probation)}
+	var steps *reloadSteps
+	if !req.Progress {
+		reply(Response{Progress: "reload started"})
+	} else { // the reload-started event is the first line
+		steps = newReloadSteps(reply)
+		opts = append(opts, recluster.WithProgress(steps.push))
+	}
+	err := c.Reload(context.Background(), opts...)
+	committed := err == nil || errors.Is(err, recluster.ErrProbationFailed)
+	if steps != nil {
+		if committed {
+			select {
+			case <-steps.last:
+			default:
+				if old := s.oldWorkers(); old > 0 {
+					steps.say(fmt.Sprintf("waiting for %d old workers to finish their work (the master kills them after its --timeout)", old))
+				}
+				<-steps.last // the old generation has gone
+			}
+		}
+		steps.close()
+	}
+	switch {
+	case errors.Is(err, recluster.ErrProbationFailed):
+		reply(Response{Error: err.Error(), Outcome: recluster.ReloadCommitted})
+	case err != nil:
 		outcome := recluster.ReloadAborted
 		if errors.Is(err, recluster.ErrSuperseded) {
 			outcome = recluster.ReloadSuperseded
 		}
 		reply(Response{Error: err.Error(), Outcome: outcome})
-		return
+	default:
+		msg := fmt.Sprintf("reload finished: generation %d is active", c.Status().Generation)
+		if probation > 0 {
+			msg += fmt.Sprintf(" and stayed up through its %v probation", probation)
+		}
+		reply(Response{OK: true, Outcome: recluster.ReloadCommitted, Message: msg})
 	}
-	st := c.Status()
-	reply(Response{OK: true, Outcome: recluster.ReloadCommitted, Message: fmt.Sprintf("reload finished: generation %d is active", st.Generation)})
+}
+
+// oldWorkers counts the workers of generations older than the active one.
+func (s *Server) oldWorkers() int {
+	st := s.Cluster.Status()
+	n := 0
+	for _, w := range st.Workers {
+		if w.Generation < st.Generation {
+			n++
+		}
+	}
+	return n
+}
+
+// reloadSteps writes a reload's events as progress lines, in order, from
+// a goroutine of its own: the events come from the supervisor, which must
+// not wait for a slow client.
+type reloadSteps struct {
+	q    *lossy.Queue[Response]
+	last chan struct{} // closed at the reload's last event
+	once sync.Once
+}
+
+// progressBacklog bounds the progress lines waiting for a slow client;
+// beyond it, a line says how many were missed.
+const progressBacklog = 4096
+
+func newReloadSteps(reply func(Response) bool) *reloadSteps {
+	return &reloadSteps{
+		q: lossy.New(progressBacklog, func(r Response) { reply(r) }, func(missed int) {
+			reply(Response{Progress: fmt.Sprintf("%d progress lines missed: the client reads too slowly", missed)})
+		}),
+		last: make(chan struct{}),
+	}
+}
+
+func (r *reloadSteps) push(e recluster.Event) {
+	r.q.Push(Response{Progress: e.String(), Event: NewEvent(e)})
+	switch e.Kind {
+	case recluster.EventReloadDrained, recluster.EventReloadAborted, recluster.EventStopped:
+		r.once.Do(func() { close(r.last) })
+	}
+}
+
+func (r *reloadSteps) say(line string) { r.q.Push(Response{Progress: line}) }
+
+// close waits until every queued line has been written.
+func (r *reloadSteps) close() {
+	r.q.Close()
+	<-r.q.Done()
 }
 
 func (s *Server) scale(req Request, reply func(Response) bool) {
@@ -454,7 +542,63 @@ func (s *Server) scale(req Request, reply func(Response) bool) {
 		reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
 		return
 	}
+	if req.Wait {
+		reply(Response{Progress: fmt.Sprintf("scaling to %d workers", n)})
+		if err := s.awaitSlots(n, reply); err != nil {
+			reply(Response{Error: err.Error()})
+			return
+		}
+	}
 	reply(Response{OK: true, Message: fmt.Sprintf("scaled to %d workers", n)})
+}
+
+// scalePoll is how often a waiting scale looks at the cluster.
+const scalePoll = 50 * time.Millisecond
+
+// awaitSlots waits until slots 0..n-1 each have an active worker and no
+// worker is left in a higher slot, reporting each slot that gets its
+// worker. It gives up when a slot it waits for is failing (its workers
+// keep dying), or when the cluster stops or is scaled to another size.
+func (s *Server) awaitSlots(n int, reply func(Response) bool) error {
+	start := time.Now()
+	seen := map[int]bool{} // slots reported active, and -1 once the removed slots were mentioned
+	for first, st := true, s.Cluster.Status(); ; first, st = false, s.Cluster.Status() {
+		switch {
+		case st.Phase != recluster.PhaseRunning:
+			return fmt.Errorf("scale: the cluster is %s", st.Phase)
+		case st.Slots != n:
+			return fmt.Errorf("scale: the cluster was scaled to %d workers meanwhile", st.Slots)
+		case len(st.FailingSlots) > 0:
+			return fmt.Errorf("scale: slot %d is failing: its workers keep dying before they are ready or soon after; see the master's log", st.FailingSlots[0])
+		}
+		active, above := map[int]int{}, 0
+		for _, w := range st.Workers {
+			if w.Slot >= n {
+				above++
+			} else if w.State == recluster.WorkerActive {
+				active[w.Slot] = w.PID
+			}
+		}
+		for slot, pid := range active {
+			if !seen[slot] {
+				seen[slot] = true
+				if !first { // the slots that served already are no news
+					reply(Response{Progress: fmt.Sprintf("slot %d: pid %d active after %v", slot, pid, time.Since(start).Round(time.Millisecond))})
+				}
+			}
+		}
+		if len(active) == n && above == 0 {
+			return nil
+		}
+		if above > 0 && len(active) == n && !seen[-1] {
+			seen[-1] = true
+			reply(Response{Progress: fmt.Sprintf("waiting for %d workers of removed slots to finish their work", above)})
+		}
+		select {
+		case <-time.After(scalePoll):
+		case <-s.Cluster.Done():
+		}
+	}
 }
 
 // restart replaces the slots one at a time, so that at most one slot is
