@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,15 +61,27 @@ func startDockerd(t *testing.T, cache string) *dockerd {
 		"--data-root", dataRoot, "--exec-root", execRoot, "--pidfile", execRoot+".pid",
 		"-H", "unix://"+d.sock, "--bridge=none", "--iptables=false", "--ip-masq=false")
 	// If the test binary dies (a -timeout panic), dockerd stops too and
-	// takes its containers down, instead of holding the data root.
+	// takes its containers down, instead of holding the data root. The
+	// death signal is sent when the thread that forked dies, so the fork
+	// is made from a locked thread that lives until dockerd exits (the
+	// test's dials end their own locked threads).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	log := &testbin.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	started, exited := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(exited)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			cmd.Wait()
+		}
+	}()
+	if err := <-started; err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM) // nsenter execs dockerd: this is dockerd's pid
 		select {
