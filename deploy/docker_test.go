@@ -406,7 +406,8 @@ func TestPlatformDocker(t *testing.T) {
 		status := readFile(t, fmt.Sprintf("/proc/%d/status", c.pid1))
 		for _, want := range []string{"\nUid:\t65532\t65532\t65532\t65532\n", "\nCapEff:\t0000000000000000\n", "\nCapBnd:\t0000000000000000\n", "\nNoNewPrivs:\t1\n", "\nSeccomp:\t2\n"} {
 			if !strings.Contains(status, want) {
-				t.Errorf("PID 1 of the container lacks %q in its status:\n%s", strings.TrimSpace(want), status)
+				field, _, _ := strings.Cut(strings.TrimSpace(want), ":")
+				t.Errorf("PID 1 of the container: want %q in /proc/PID/status, have %q", strings.TrimSpace(want), statusLine(status, field))
 			}
 		}
 		if comm := strings.TrimSpace(readFile(t, fmt.Sprintf("/proc/%d/comm", c.pid1))); comm != "recluster" {
@@ -509,6 +510,16 @@ func TestPlatformDocker(t *testing.T) {
 		}
 	})
 	t.Logf("the Docker tests took %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+// statusLine returns the line of /proc/PID/status that starts with field.
+func statusLine(status, field string) string {
+	for _, line := range strings.Split(status, "\n") {
+		if strings.HasPrefix(line, field+":") {
+			return line
+		}
+	}
+	return ""
 }
 
 // rootMountOptions returns the mount options of pid's root directory.
