@@ -3,6 +3,7 @@ package recluster
 import (
 	"errors"
 	"syscall"
+	"time"
 
 	"github.com/recluster-go/recluster/internal/proto"
 	"golang.org/x/sys/unix"
@@ -12,6 +13,12 @@ import (
 // lets this many pile up has stopped reading its channel; what comes
 // after is dropped, and its timeouts deal with it.
 const outboxSize = 16
+
+// handoffQueueSize bounds the handed connections queued for one worker,
+// apart from its outbox: a reload hands a whole generation's idle
+// connections over at once, and none of them may push out a control
+// message, nor be dropped because of one.
+const handoffQueueSize = 1024
 
 type outgoing struct {
 	m  proto.Message
@@ -26,6 +33,8 @@ type workerProcess struct {
 	conn   *proto.Conn
 	notify *notifySocket
 	outbox chan outgoing
+	// handoffs holds handed connections on their way to the worker.
+	handoffs chan outgoing
 	// released is touched only by the supervisor goroutine, as are send
 	// and release.
 	released bool
@@ -54,12 +63,57 @@ func (p *workerProcess) send(m proto.Message, fd int) {
 	}
 }
 
+// handOff queues a handed connection for the worker and reports whether
+// it was queued; the caller keeps its own copy of fd either way.
+func (p *workerProcess) handOff(m proto.Message, fd int) bool {
+	if p.released {
+		return false
+	}
+	dup, err := dupCloseOnExec(fd)
+	if err != nil {
+		return false
+	}
+	select {
+	case p.handoffs <- outgoing{m: m, fd: dup}:
+		return true
+	default:
+		unix.Close(dup)
+		return false
+	}
+}
+
 func (p *workerProcess) writeChannel() {
-	for out := range p.outbox {
-		p.conn.Send(out.m, out.fd)
-		if out.fd >= 0 {
-			unix.Close(out.fd)
+	for {
+		select {
+		case out, ok := <-p.outbox:
+			if !ok {
+				// Released: what is still queued is closed. handOff runs
+				// before release on the supervisor's goroutine, so nothing
+				// is queued after this.
+				for {
+					select {
+					case out := <-p.handoffs:
+						unix.Close(out.fd)
+					default:
+						return
+					}
+				}
+			}
+			p.write(out)
+		case out := <-p.handoffs:
+			p.write(out)
 		}
+	}
+}
+
+// write sends out and closes its descriptor: once sent, the kernel holds
+// the copy in flight to the worker; if the send failed (the worker did not
+// read within the channel's write timeout, or exited), the connection is
+// closed here, never kept.
+func (p *workerProcess) write(out outgoing) {
+	p.conn.Send(out.m, out.fd)
+	if out.fd >= 0 {
+		unix.Close(out.fd)
 	}
 }
 
@@ -91,7 +145,9 @@ func (p *workerProcess) release() {
 	}
 	p.released = true
 	close(p.outbox)
-	p.conn.Close()
+	// Connections it handed over before it exited may still be in its
+	// channel: they are read to the end and routed, not lost.
+	p.conn.CloseAfterReading(time.Second)
 	if p.notify != nil {
 		p.notify.close()
 	}

@@ -115,6 +115,11 @@ func (p *fakeProc) send(m proto.Message, fd int) {
 	}
 }
 
+func (p *fakeProc) handOff(m proto.Message, fd int) bool {
+	p.sent = append(p.sent, m)
+	return true
+}
+
 func (p *fakeProc) signal(sig syscall.Signal) { p.signals = append(p.signals, sig) }
 
 func (p *fakeProc) kill() {

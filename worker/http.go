@@ -23,6 +23,10 @@ type DrainOptions struct {
 	// closed. Default: DrainTimeout less 10%, so that the worker exits
 	// before the master kills it; 10s alone.
 	Timeout time.Duration
+	// DisableHandoff keeps idle keep-alive connections in this worker
+	// through the drain (Connection: close, grace, close) instead of
+	// handing them to a worker of the new generation.
+	DisableHandoff bool
 }
 
 func (o DrainOptions) withDefaults() DrainOptions {
@@ -48,10 +52,15 @@ func (o DrainOptions) withDefaults() DrainOptions {
 //
 //  1. it stops accepting (other workers take new connections from the
 //     shared socket);
-//  2. for the grace period, every response carries Connection: close, so
-//     that each keep-alive client leaves after its next request, and the
-//     drain ends early once every connection has closed;
-//  3. then http.Server.Shutdown closes idle connections and waits for
+//  2. when ln came from Listen and the master says a worker of a newer
+//     generation takes them, every plain HTTP/1.1 connection is handed to
+//     that worker at its next idle point, between two requests, so that
+//     its client never sees the reload (handoffconn.go has the race
+//     analysis); TLS, HTTP/2 and hijacked connections go on below;
+//  3. for the grace period, every other response carries Connection:
+//     close, so that each keep-alive client leaves after its next request,
+//     and the drain ends early once every connection has closed;
+//  4. then http.Server.Shutdown closes idle connections and waits for
 //     requests in flight, up to the drain timeout.
 //
 // Closing idle keep-alive connections at once, as Shutdown alone does,
@@ -64,7 +73,11 @@ func Serve(srv *http.Server, ln net.Listener) error {
 // ServeDrain is Serve with explicit drain options.
 func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 	opts = opts.withDefaults()
-	d := &drainer{}
+	d := &drainer{changed: make(chan struct{}, 1)}
+	if hl, ok := ln.(*handoffListener); ok && !opts.DisableHandoff {
+		d.key = hl.key
+		ln = handoffAccepter{ln, d}
+	}
 	d.wrap(srv)
 	// Catch SIGTERM before the first connection is accepted: from then on
 	// the signal must drain, not kill what is in flight.
@@ -76,6 +89,9 @@ func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 		return err
 	case <-leave:
 	}
+	handoff := d.key != (handoffKey{}) && handoffAllowed()
+	d.keepAlive.Store(handoff)
+	d.handingOff.Store(handoff)
 	d.draining.Store(true)
 	ln.Close()
 	<-serveErr // Serve returns once the listener is closed
@@ -83,6 +99,9 @@ func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 	deadline := time.Now().Add(opts.Timeout)
 	graceOver := time.NewTimer(opts.Grace)
 	defer graceOver.Stop()
+	if handoff {
+		d.handOver(deadline.Add(-opts.Grace))
+	}
 	select {
 	case <-graceOver.C:
 	case <-d.allClosed():
@@ -118,6 +137,15 @@ func ListenAndServe(srv *http.Server) error {
 type drainer struct {
 	draining atomic.Bool
 
+	// Handoff (handoff.go, handoffconn.go): key names the master's socket;
+	// handingOff makes idle connections go to the master; keepAlive spares
+	// the connections that may still go from Connection: close.
+	key        handoffKey
+	handingOff atomic.Bool
+	keepAlive  atomic.Bool
+	changed    chan struct{} // a connection closed or changed state while draining
+	hijacked   atomic.Int64  // hijacked connections not closed yet
+
 	// The request path touches only atomics and a sync.Map read: conns
 	// changes when a connection opens or closes, not on every request.
 	open  atomic.Int64
@@ -142,15 +170,25 @@ func (d *drainer) wrap(srv *http.Server) {
 	if next == nil {
 		next = http.DefaultServeMux
 	}
-	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d.draining.Load() {
-			// net/http closes the connection after a response that says so.
-			w.Header().Set("Connection", "close")
+	if d.key != (handoffKey{}) {
+		userContext := srv.ConnContext
+		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			if userContext != nil {
+				ctx = userContext(ctx, c)
+			}
+			return context.WithValue(ctx, connKey{}, c)
 		}
-		next.ServeHTTP(closeOnDrain{w, d}, r)
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cd := closeOnDrain{w, d, r}
+		cd.mark()
+		next.ServeHTTP(cd, r)
 	})
 	userState := srv.ConnState
 	srv.ConnState = func(c net.Conn, state http.ConnState) {
+		if hc, ok := c.(*handoffConn); ok {
+			hc.setState(state)
+		}
 		switch state {
 		case http.StateNew:
 			d.open.Add(1)
@@ -167,6 +205,12 @@ func (d *drainer) wrap(srv *http.Server) {
 					d.notify = nil
 				}
 				d.mu.Unlock()
+			}
+		}
+		if d.draining.Load() {
+			select {
+			case d.changed <- struct{}{}:
+			default:
 			}
 		}
 		if userState != nil {
@@ -187,15 +231,35 @@ func (d *drainer) allClosed() <-chan struct{} {
 	return ch
 }
 
-// closeOnDrain also marks responses whose handler started before the drain
-// and writes its header after it.
+// connKey finds a request's connection in its context.
+type connKey struct{}
+
+// closes reports whether a response on r's connection must carry
+// Connection: close: when draining, unless the connection is to be handed
+// over at its next idle point.
+func (d *drainer) closes(r *http.Request) bool {
+	if !d.draining.Load() {
+		return false
+	}
+	if d.keepAlive.Load() {
+		if hc, ok := r.Context().Value(connKey{}).(*handoffConn); ok && hc.candidate() {
+			return false
+		}
+	}
+	return true
+}
+
+// closeOnDrain marks responses with Connection: close while draining,
+// including those whose handler started before the drain and writes its
+// header after it. net/http closes the connection after such a response.
 type closeOnDrain struct {
 	http.ResponseWriter
 	d *drainer
+	r *http.Request
 }
 
 func (c closeOnDrain) mark() {
-	if c.d.draining.Load() {
+	if c.d.closes(c.r) {
 		c.Header().Set("Connection", "close")
 	}
 }

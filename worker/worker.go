@@ -181,7 +181,10 @@ func (m *master) read() {
 				unix.Close(fd)
 			}
 		case proto.CmdDisconnect:
+			noteDisconnect(msg)
 			markDisconnected()
+		case proto.CmdHandoff:
+			takeHandoff(msg, fd)
 		default:
 			if fd >= 0 {
 				unix.Close(fd)
@@ -218,7 +221,7 @@ func (m *master) listen(network, address string) (net.Listener, error) {
 	id := m.nextID
 	m.waiting[id] = reply
 	m.mu.Unlock()
-	if err := m.conn.Send(proto.Message{Cmd: proto.CmdListen, ID: id, Network: network, Address: address}, -1); err != nil {
+	if err := m.conn.Send(proto.Message{Cmd: proto.CmdListen, ID: id, Network: network, Address: address, Handoff: true}, -1); err != nil {
 		m.mu.Lock()
 		delete(m.waiting, id)
 		m.mu.Unlock()
@@ -239,7 +242,11 @@ func (m *master) listen(network, address string) (net.Listener, error) {
 	if r.fd < 0 {
 		return nil, fmt.Errorf("worker: the master answered the listen request for %s %s without a socket", network, address)
 	}
-	return fileListener(r.fd, address)
+	ln, err := fileListener(r.fd, address)
+	if err != nil {
+		return nil, err
+	}
+	return newHandoffListener(ln, r.msg.Network, r.msg.Address), nil
 }
 
 // fileListener wraps fd (and takes ownership of it).

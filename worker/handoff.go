@@ -1,0 +1,235 @@
+package worker
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/recluster-go/recluster/internal/proto"
+	"golang.org/x/sys/unix"
+)
+
+// Connection handoff, the receiving side: a listener from the master
+// (Listen) also yields the idle connections that a draining worker of an
+// older generation handed over, so that their clients never see the
+// reload. The sending side is the drain in http.go; docs/protocol.md,
+// "Connection handoff", has the whole exchange.
+
+// handoffKey names a master's socket as the master's listen reply did.
+type handoffKey struct{ network, address string }
+
+// handoffListener is a listener from the master that also yields handed
+// connections. Accept blocks in the kernel's accept as usual; a handed
+// connection wakes it with a past deadline, so the common path costs
+// nothing.
+type handoffListener struct {
+	net.Listener
+	key      handoffKey
+	deadline interface{ SetDeadline(time.Time) error }
+
+	mu     sync.Mutex
+	queue  []net.Conn // handed, not yet returned by Accept
+	woken  bool       // the past deadline is ours, not the caller's
+	closed bool
+}
+
+var handoffListeners struct {
+	mu    sync.Mutex
+	byKey map[handoffKey][]*handoffListener
+}
+
+// newHandoffListener wraps ln, a listener for the master's socket
+// network/address; listeners that cannot take a deadline are returned as
+// they are (the master only hands connections to a worker that asked for
+// them, and this one then does not: see takeHandoff).
+func newHandoffListener(ln net.Listener, network, address string) net.Listener {
+	dl, ok := ln.(interface{ SetDeadline(time.Time) error })
+	if !ok {
+		return ln
+	}
+	l := &handoffListener{Listener: ln, key: handoffKey{network, address}, deadline: dl}
+	handoffListeners.mu.Lock()
+	if handoffListeners.byKey == nil {
+		handoffListeners.byKey = map[handoffKey][]*handoffListener{}
+	}
+	handoffListeners.byKey[l.key] = append(handoffListeners.byKey[l.key], l)
+	handoffListeners.mu.Unlock()
+	return l
+}
+
+// Accept returns the next handed connection, or else the next one from
+// the kernel's queue.
+func (l *handoffListener) Accept() (net.Conn, error) {
+	for {
+		l.mu.Lock()
+		if len(l.queue) > 0 {
+			c := l.queue[0]
+			l.queue = l.queue[1:]
+			l.mu.Unlock()
+			return c, nil
+		}
+		l.mu.Unlock()
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return c, nil
+		}
+		l.mu.Lock()
+		ours := l.woken && !l.closed && isTimeout(err)
+		if ours {
+			// deliver set the deadline under l.mu after it queued, so the
+			// queue is not empty or another deliver is on its way.
+			l.woken = false
+			l.deadline.SetDeadline(time.Time{})
+		}
+		l.mu.Unlock()
+		if !ours {
+			return nil, err
+		}
+	}
+}
+
+// deliver queues c for Accept and wakes an Accept blocked in the kernel.
+func (l *handoffListener) deliver(c net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return
+	}
+	l.queue = append(l.queue, c)
+	if !l.woken {
+		l.woken = true
+		l.deadline.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+// Close stops accepting. Handed connections that Accept has not returned
+// yet are closed: none of their bytes has been read.
+func (l *handoffListener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	queued := l.queue
+	l.queue = nil
+	l.mu.Unlock()
+	for _, c := range queued {
+		c.Close()
+	}
+	handoffListeners.mu.Lock()
+	list := handoffListeners.byKey[l.key]
+	for i, other := range list {
+		if other == l {
+			handoffListeners.byKey[l.key] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	handoffListeners.mu.Unlock()
+	return l.Listener.Close()
+}
+
+// takeHandoff gives a connection from the master to a listener of its
+// socket; with none (the program closed it), the connection is closed.
+func takeHandoff(msg proto.Message, fd int) {
+	if fd < 0 {
+		return
+	}
+	handoffListeners.mu.Lock()
+	var l *handoffListener
+	if list := handoffListeners.byKey[handoffKey{msg.Network, msg.Address}]; len(list) > 0 {
+		l = list[0]
+	}
+	handoffListeners.mu.Unlock()
+	f := os.NewFile(uintptr(fd), "handoff")
+	c, err := net.FileConn(f) // a duplicate: closing f sends no FIN
+	f.Close()
+	if err != nil {
+		return
+	}
+	if l == nil {
+		c.Close()
+		return
+	}
+	l.deliver(c)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// The master's disconnect says whether a worker of a newer generation takes
+// handed connections. disconnectMessage is closed once the message has
+// arrived; a SIGTERM that the master sends with it may be seen first.
+var (
+	disconnectOnceMsg sync.Once
+	disconnectMessage = make(chan struct{})
+	handoffOffered    bool // written before disconnectMessage is closed
+)
+
+func noteDisconnect(msg proto.Message) {
+	disconnectOnceMsg.Do(func() {
+		handoffOffered = msg.Handoff
+		close(disconnectMessage)
+	})
+}
+
+// disconnectWait bounds the wait for the master's disconnect message after
+// a stop signal. The master writes the message before it sends the signal,
+// so it is already in the channel's buffer; a signal from anyone else
+// finds no message and drains as before, only this much later.
+const disconnectWait = 250 * time.Millisecond
+
+// handoffAllowed reports whether the master offered handoff for this drain.
+func handoffAllowed() bool {
+	if !IsWorker() {
+		return false
+	}
+	t := time.NewTimer(disconnectWait)
+	defer t.Stop()
+	select {
+	case <-disconnectMessage:
+		return handoffOffered
+	case <-t.C:
+		return false
+	}
+}
+
+// sendHandoff passes fd (a duplicate the caller keeps and closes) to the
+// master for the socket key.
+func sendHandoff(key handoffKey, fd int) error {
+	m, err := channel()
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return errors.New("worker: no master")
+	}
+	return m.conn.Send(proto.Message{Cmd: proto.CmdHandoff, Network: key.network, Address: key.address}, fd)
+}
+
+// sendFallbacks reports connections that could not be handed over.
+func sendFallbacks(counts map[string]int) {
+	for reason, n := range counts {
+		if n > 0 {
+			send(proto.Message{Cmd: proto.CmdHandoffFallback, Reason: reason, Count: n}, "")
+		}
+	}
+}
+
+// dupConn duplicates the descriptor under c, close-on-exec.
+func dupConn(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	dup := -1
+	var dupErr error
+	if err := rc.Control(func(fd uintptr) {
+		dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	return dup, dupErr
+}
