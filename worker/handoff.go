@@ -96,7 +96,7 @@ func (l *handoffListener) deliver(c net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		c.Close()
+		go returnHandoff(l.key, c)
 		return
 	}
 	l.queue = append(l.queue, c)
@@ -107,7 +107,7 @@ func (l *handoffListener) deliver(c net.Conn) {
 }
 
 // Close stops accepting. Handed connections that Accept has not returned
-// yet are closed: none of their bytes has been read.
+// yet go back to the master (none of their bytes has been read).
 func (l *handoffListener) Close() error {
 	l.mu.Lock()
 	l.closed = true
@@ -115,7 +115,7 @@ func (l *handoffListener) Close() error {
 	l.queue = nil
 	l.mu.Unlock()
 	for _, c := range queued {
-		c.Close()
+		returnHandoff(l.key, c)
 	}
 	handoffListeners.mu.Lock()
 	list := handoffListeners.byKey[l.key]
@@ -148,10 +148,33 @@ func takeHandoff(msg proto.Message, fd int) {
 		return
 	}
 	if l == nil {
-		c.Close()
+		returnHandoff(handoffKey{msg.Network, msg.Address}, c)
 		return
 	}
 	l.deliver(c)
+}
+
+// returnHandoff sends back to the master a handed connection that this
+// worker will not serve because it is leaving (its disconnect message may
+// come right after the handoff, or its listener is closed already): the
+// master passes it to a worker that is not draining, or closes it. A
+// worker that is not leaving closes it, so that a connection cannot go
+// back and forth between two programs that stopped listening.
+func returnHandoff(key handoffKey, c net.Conn) {
+	defer c.Close()
+	select {
+	case <-disconnected:
+	default:
+		return
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	if dup, err := dupConn(sc); err == nil {
+		sendHandoff(key, dup)
+		unix.Close(dup)
+	}
 }
 
 func isTimeout(err error) bool {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -116,6 +117,8 @@ type Conn struct {
 	readErr error
 	// skipping is set while the rest of an overlong line is dropped.
 	skipping bool
+
+	closeAfterRead atomic.Bool // see CloseAfterReading
 }
 
 // NewConn takes ownership of fd, a connected Unix stream socket.
@@ -213,6 +216,9 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 			return m, fd, nil
 		}
 		if c.readErr != nil {
+			if c.closeAfterRead.Load() {
+				c.uc.Close()
+			}
 			for _, fd := range c.fds {
 				unix.Close(fd)
 			}
@@ -276,6 +282,15 @@ func truncate(b []byte) []byte {
 		return b[:200]
 	}
 	return b
+}
+
+// CloseAfterReading lets the reader take what the peer sent before it
+// went away (handed connections must not be lost with the channel), then
+// closes the channel: at the end of the stream, or after timeout if some
+// other process still holds the peer's end.
+func (c *Conn) CloseAfterReading(timeout time.Duration) {
+	c.closeAfterRead.Store(true)
+	c.uc.SetReadDeadline(time.Now().Add(timeout))
 }
 
 // Close closes the channel; a Receive in progress returns an error, and

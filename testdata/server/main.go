@@ -14,6 +14,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -78,6 +79,8 @@ func main() {
 			fmt.Fprint(w, os.Getuid(), " ", os.Getgid())
 		case "/crash":
 			os.Exit(3)
+		case "/echo":
+			io.Copy(w, r.Body)
 		case "/retire":
 			worker.Retire()
 			fmt.Fprint(w, "retiring")
