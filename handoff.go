@@ -15,7 +15,7 @@ import (
 // can take it, it is closed on the spot, so none is ever leaked. A worker
 // learns from its disconnect message whether handoff is on for its drain;
 // it is off when no worker would take the connections (terminate, scale
-// down, an aborted reload) and unless Options.Handoff is set, and then the
+// down, an aborted reload) and with Options.DisableHandoff, and then the
 // worker drains as before. docs/protocol.md, "Connection handoff", has the
 // exchange; worker/handoffconn.go the worker's side of the race.
 
@@ -36,7 +36,7 @@ func (h *handoffState) count(m *map[string]int, key string, n int) {
 
 // noteHandoffListener records that w takes handed connections for sock.
 func (s *supervisor) noteHandoffListener(w *Worker, m proto.Message, sock *ownedSocket) {
-	if !m.Handoff || !s.opts.Handoff {
+	if !m.Handoff || s.opts.DisableHandoff {
 		return
 	}
 	if w.handoffKeys == nil {

