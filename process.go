@@ -84,24 +84,42 @@ func (p *workerProcess) handOff(m proto.Message, fd int) bool {
 
 func (p *workerProcess) writeChannel() {
 	for {
+		// A control message queued before a handoff goes first: the listen
+		// reply that makes the worker's listener must reach it before the
+		// connections handed to that listener.
 		select {
 		case out, ok := <-p.outbox:
 			if !ok {
-				// Released: what is still queued is closed. handOff runs
-				// before release on the supervisor's goroutine, so nothing
-				// is queued after this.
-				for {
-					select {
-					case out := <-p.handoffs:
-						unix.Close(out.fd)
-					default:
-						return
-					}
-				}
+				p.closeQueuedHandoffs()
+				return
+			}
+			p.write(out)
+			continue
+		default:
+		}
+		select {
+		case out, ok := <-p.outbox:
+			if !ok {
+				p.closeQueuedHandoffs()
+				return
 			}
 			p.write(out)
 		case out := <-p.handoffs:
 			p.write(out)
+		}
+	}
+}
+
+// closeQueuedHandoffs closes the handed connections still queued once the
+// worker is released. handOff runs before release on the supervisor's
+// goroutine, so nothing is queued after this.
+func (p *workerProcess) closeQueuedHandoffs() {
+	for {
+		select {
+		case out := <-p.handoffs:
+			unix.Close(out.fd)
+		default:
+			return
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -39,7 +40,16 @@ type handoffListener struct {
 var handoffListeners struct {
 	mu    sync.Mutex
 	byKey map[handoffKey][]*handoffListener
+	// pending holds connections handed before the listener for their key
+	// was made: the master routes to a worker as soon as it has sent the
+	// listen reply, and Listen wraps the socket only after this package's
+	// reader has passed the reply on.
+	pending map[handoffKey][]net.Conn
 }
+
+// handoffClaimTimeout bounds how long a handed connection waits for its
+// listener; then it is closed, never kept.
+const handoffClaimTimeout = 5 * time.Second
 
 // newHandoffListener wraps ln, a listener for the master's socket
 // network/address; listeners that cannot take a deadline are returned as
@@ -56,7 +66,12 @@ func newHandoffListener(ln net.Listener, network, address string) net.Listener {
 		handoffListeners.byKey = map[handoffKey][]*handoffListener{}
 	}
 	handoffListeners.byKey[l.key] = append(handoffListeners.byKey[l.key], l)
+	pending := handoffListeners.pending[l.key]
+	delete(handoffListeners.pending, l.key)
 	handoffListeners.mu.Unlock()
+	for _, c := range pending {
+		l.deliver(c)
+	}
 	return l
 }
 
@@ -148,10 +163,54 @@ func takeHandoff(msg proto.Message, fd int) {
 		return
 	}
 	if l == nil {
-		returnHandoff(handoffKey{msg.Network, msg.Address}, c)
+		keep(handoffKey{msg.Network, msg.Address}, c)
 		return
 	}
 	l.deliver(c)
+}
+
+// keep holds c until the listener for key is made, and closes it if none
+// is within handoffClaimTimeout. A leaving worker sends it back at once.
+// It runs on the channel's reader, as returnPendingHandoffs does.
+func keep(key handoffKey, c net.Conn) {
+	select {
+	case <-disconnected:
+		returnHandoff(key, c)
+		return
+	default:
+	}
+	handoffListeners.mu.Lock()
+	if handoffListeners.pending == nil {
+		handoffListeners.pending = map[handoffKey][]net.Conn{}
+	}
+	handoffListeners.pending[key] = append(handoffListeners.pending[key], c)
+	handoffListeners.mu.Unlock()
+	time.AfterFunc(handoffClaimTimeout, func() {
+		handoffListeners.mu.Lock()
+		list := handoffListeners.pending[key]
+		i := slices.Index(list, c)
+		if i >= 0 {
+			handoffListeners.pending[key] = slices.Delete(list, i, i+1)
+		}
+		handoffListeners.mu.Unlock()
+		if i >= 0 {
+			c.Close()
+		}
+	})
+}
+
+// returnPendingHandoffs sends back the connections still waiting for a
+// listener when the worker is told to leave.
+func returnPendingHandoffs() {
+	handoffListeners.mu.Lock()
+	pending := handoffListeners.pending
+	handoffListeners.pending = nil
+	handoffListeners.mu.Unlock()
+	for key, list := range pending {
+		for _, c := range list {
+			returnHandoff(key, c)
+		}
+	}
 }
 
 // returnHandoff sends back to the master a handed connection that this

@@ -183,6 +183,7 @@ func (m *master) read() {
 		case proto.CmdDisconnect:
 			noteDisconnect(msg)
 			markDisconnected()
+			returnPendingHandoffs()
 		case proto.CmdHandoff:
 			takeHandoff(msg, fd)
 		default:
