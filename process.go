@@ -2,6 +2,7 @@ package recluster
 
 import (
 	"errors"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -9,13 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// outboxSize bounds the messages queued for one worker. A worker that
-// lets this many pile up has stopped reading its channel; what comes
+// outboxSize bounds the control messages queued for one worker. A worker
+// that lets this many pile up has stopped reading its channel; what comes
 // after is dropped, and its timeouts deal with it.
 const outboxSize = 16
 
 // handoffQueueSize bounds the handed connections queued for one worker,
-// apart from its outbox: a reload hands a whole generation's idle
+// apart from outboxSize: a reload hands a whole generation's idle
 // connections over at once, and none of them may push out a control
 // message, nor be dropped because of one.
 const handoffQueueSize = 1024
@@ -23,6 +24,8 @@ const handoffQueueSize = 1024
 type outgoing struct {
 	m  proto.Message
 	fd int // a duplicate the writer closes once sent, or -1
+	// handoff marks a handed connection, counted against handoffQueueSize.
+	handoff bool
 }
 
 // workerProcess is the real process behind a worker. Its channel is
@@ -32,95 +35,58 @@ type workerProcess struct {
 	id     int
 	conn   *proto.Conn
 	notify *notifySocket
-	outbox chan outgoing
-	// handoffs holds handed connections on their way to the worker.
-	handoffs chan outgoing
-	// released is touched only by the supervisor goroutine, as are send
-	// and release.
+	// outbox is one queue in the order the supervisor sent, so that the
+	// worker sees a listen reply before the connections handed to that
+	// listener, and every handed connection before a disconnect (which it
+	// answers by handing back what it holds). Each kind has its own bound.
+	outbox         chan outgoing
+	queuedControl  atomic.Int32
+	queuedHandoffs atomic.Int32
+	// released is touched only by the supervisor goroutine, as are send,
+	// handOff and release.
 	released bool
 }
+
+func newOutbox() chan outgoing { return make(chan outgoing, outboxSize+handoffQueueSize) }
 
 func (p *workerProcess) pid() int { return p.id }
 
 func (p *workerProcess) send(m proto.Message, fd int) {
-	if p.released {
-		return
-	}
-	out := outgoing{m: m, fd: -1}
-	if fd >= 0 {
-		dup, err := dupCloseOnExec(fd)
-		if err != nil {
-			return // the worker's request times out, as if the reply was lost
-		}
-		out.fd = dup
-	}
-	select {
-	case p.outbox <- out:
-	default:
-		if out.fd >= 0 {
-			unix.Close(out.fd)
-		}
-	}
+	p.enqueue(outgoing{m: m, fd: fd}, &p.queuedControl, outboxSize)
 }
 
 // handOff queues a handed connection for the worker and reports whether
 // it was queued; the caller keeps its own copy of fd either way.
 func (p *workerProcess) handOff(m proto.Message, fd int) bool {
-	if p.released {
+	return p.enqueue(outgoing{m: m, fd: fd, handoff: true}, &p.queuedHandoffs, handoffQueueSize)
+}
+
+// enqueue queues out with a duplicate of its fd, unless queued already
+// holds bound messages of its kind.
+func (p *workerProcess) enqueue(out outgoing, queued *atomic.Int32, bound int32) bool {
+	if p.released || queued.Load() >= bound {
 		return false
 	}
-	dup, err := dupCloseOnExec(fd)
-	if err != nil {
-		return false
+	if out.fd >= 0 {
+		dup, err := dupCloseOnExec(out.fd)
+		if err != nil {
+			return false // a listen request times out, as if the reply was lost
+		}
+		out.fd = dup
 	}
-	select {
-	case p.handoffs <- outgoing{m: m, fd: dup}:
-		return true
-	default:
-		unix.Close(dup)
-		return false
-	}
+	queued.Add(1)
+	p.outbox <- out // never blocks: the bounds add up to its capacity
+	return true
 }
 
 func (p *workerProcess) writeChannel() {
-	for {
-		// A control message queued before a handoff goes first: the listen
-		// reply that makes the worker's listener must reach it before the
-		// connections handed to that listener.
-		select {
-		case out, ok := <-p.outbox:
-			if !ok {
-				p.closeQueuedHandoffs()
-				return
-			}
-			p.write(out)
-			continue
-		default:
+	for out := range p.outbox {
+		if out.handoff {
+			p.queuedHandoffs.Add(-1)
+		} else {
+			p.queuedControl.Add(-1)
 		}
-		select {
-		case out, ok := <-p.outbox:
-			if !ok {
-				p.closeQueuedHandoffs()
-				return
-			}
-			p.write(out)
-		case out := <-p.handoffs:
-			p.write(out)
-		}
-	}
-}
-
-// closeQueuedHandoffs closes the handed connections still queued once the
-// worker is released. handOff runs before release on the supervisor's
-// goroutine, so nothing is queued after this.
-func (p *workerProcess) closeQueuedHandoffs() {
-	for {
-		select {
-		case out := <-p.handoffs:
-			unix.Close(out.fd)
-		default:
-			return
-		}
+		p.write(out)
 	}
 }
 

@@ -127,7 +127,7 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 	cleanups = append(cleanups, func() { conn.Close() })
 	conn.WriteTimeout = time.Second
 	// A worker sends descriptors only with handoff messages (handoff.go).
-	p = &workerProcess{conn: conn, outbox: make(chan outgoing, outboxSize), handoffs: make(chan outgoing, handoffQueueSize)}
+	p = &workerProcess{conn: conn, outbox: newOutbox()}
 
 	null, err := devNull()
 	if err != nil {
