@@ -26,6 +26,8 @@ type outgoing struct {
 	fd int // a duplicate the writer closes once sent, or -1
 	// handoff marks a handed connection, counted against handoffQueueSize.
 	handoff bool
+	// signal, when set, is sent to the process instead of a message.
+	signal syscall.Signal
 }
 
 // workerProcess is the real process behind a worker. Its channel is
@@ -86,6 +88,10 @@ func (p *workerProcess) writeChannel() {
 		} else {
 			p.queuedControl.Add(-1)
 		}
+		if out.signal != 0 {
+			syscall.Kill(p.id, out.signal)
+			continue
+		}
 		p.write(out)
 	}
 }
@@ -116,7 +122,14 @@ func (p *workerProcess) readChannel(hooks workerHooks) {
 	}
 }
 
-func (p *workerProcess) signal(sig syscall.Signal) { syscall.Kill(p.id, sig) }
+// signal sends sig once what is queued before it has been written: a
+// worker that catches the stop signal finds the disconnect message (and
+// whether it may hand its connections over) already in its channel.
+func (p *workerProcess) signal(sig syscall.Signal) {
+	if !p.enqueue(outgoing{fd: -1, signal: sig}, &p.queuedControl, outboxSize) {
+		syscall.Kill(p.id, sig)
+	}
+}
 
 func (p *workerProcess) kill() {
 	syscall.Kill(-p.id, syscall.SIGKILL)

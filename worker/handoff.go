@@ -258,10 +258,12 @@ func noteDisconnect(msg proto.Message) {
 }
 
 // disconnectWait bounds the wait for the master's disconnect message after
-// a stop signal. The master writes the message before it sends the signal,
-// so it is already in the channel's buffer; a signal from anyone else
-// finds no message and drains as before, only this much later.
-const disconnectWait = 250 * time.Millisecond
+// a stop signal. The master's channel writer sends the signal only after
+// the message, so it is already in the channel's buffer and waits only for
+// this process's reader to be scheduled (which takes long on a loaded
+// machine); a signal from anyone else finds no message and drains as
+// before, only this much later.
+const disconnectWait = time.Second
 
 // handoffAllowed reports whether the master offered handoff for this drain.
 func handoffAllowed() bool {
