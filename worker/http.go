@@ -65,7 +65,8 @@ func (o DrainOptions) withDefaults() DrainOptions {
 //
 // Closing idle keep-alive connections at once, as Shutdown alone does,
 // races clients that are about to send on them. Serve returns nil after a
-// clean drain.
+// clean drain. When srv.TLSConfig has a certificate, Serve serves HTTPS
+// (and HTTP/2 over it, as net/http does) with the same drain.
 func Serve(srv *http.Server, ln net.Listener) error {
 	return ServeDrain(srv, ln, DrainOptions{})
 }
@@ -83,7 +84,7 @@ func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 	// the signal must drain, not kill what is in flight.
 	leave := Disconnected()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- serve(srv, ln) }()
 	select {
 	case err := <-serveErr:
 		return err
@@ -117,6 +118,16 @@ func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 		srv.Close()
 	}
 	return err
+}
+
+// serve serves HTTPS when srv.TLSConfig has a certificate, else HTTP. TLS
+// goes on top of ln, so that the drain sees each TLS connection and counts
+// it as one that cannot be handed over (its keys live in this process).
+func serve(srv *http.Server, ln net.Listener) error {
+	if c := srv.TLSConfig; c != nil && (len(c.Certificates) > 0 || c.GetCertificate != nil || c.GetConfigForClient != nil) {
+		return srv.ServeTLS(ln, "", "")
+	}
+	return srv.Serve(ln)
 }
 
 // ListenAndServe listens on srv.Addr (":http" when empty) through Listen
