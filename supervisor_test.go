@@ -30,9 +30,10 @@ type fakeSystem struct {
 	hold    bool
 	pending []func()
 	// stubborn workers ignore the disconnect message.
-	stubborn   bool
-	usageCalls int
-	closedFDs  []int
+	stubborn       bool
+	refuseHandoffs bool // handOff reports its queue full
+	usageCalls     int
+	closedFDs      []int
 }
 
 type fakeTimer struct {
@@ -116,6 +117,9 @@ func (p *fakeProc) send(m proto.Message, fd int) {
 }
 
 func (p *fakeProc) handOff(m proto.Message, fd int) bool {
+	if p.sys.refuseHandoffs {
+		return false
+	}
 	p.sent = append(p.sent, m)
 	return true
 }
