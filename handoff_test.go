@@ -257,14 +257,12 @@ func TestHandoffNewWorkerKilledInTransfer(t *testing.T) {
 	}
 	const conns = 64
 	tc := startCluster(t, recluster.Options{Workers: 1})
-	var clients []*postClient
 	for i := range conns {
 		c := &postClient{addr: strings.TrimPrefix(tc.url, "http://"), ports: map[string]bool{}}
 		defer c.close()
 		if _, _, err := c.post(fmt.Sprint("hello ", i)); err != nil {
 			t.Fatal(err)
 		}
-		clients = append(clients, c)
 	}
 	baseline := openFDs(t)
 	if err := tc.Reload(context.Background()); err != nil {

@@ -45,8 +45,10 @@ type workerProcess struct {
 	queuedControl  atomic.Int32
 	queuedHandoffs atomic.Int32
 	// released is touched only by the supervisor goroutine, as are send,
-	// handOff and release.
+	// handOff and release; gone tells the writer, which must not signal a
+	// pid that has been reaped.
 	released bool
+	gone     atomic.Bool
 }
 
 func newOutbox() chan outgoing { return make(chan outgoing, outboxSize+handoffQueueSize) }
@@ -89,7 +91,9 @@ func (p *workerProcess) writeChannel() {
 			p.queuedControl.Add(-1)
 		}
 		if out.signal != 0 {
-			syscall.Kill(p.id, out.signal)
+			if !p.gone.Load() {
+				syscall.Kill(p.id, out.signal)
+			}
 			continue
 		}
 		p.write(out)
@@ -141,6 +145,7 @@ func (p *workerProcess) release() {
 		return
 	}
 	p.released = true
+	p.gone.Store(true)
 	close(p.outbox)
 	// Connections it handed over before it exited may still be in its
 	// channel: they are read to the end and routed, not lost.
