@@ -34,15 +34,36 @@ func (h *handoffState) count(m *map[string]int, key string, n int) {
 	(*m)[key] += n
 }
 
-// noteHandoffListener records that w takes handed connections for sock.
+// noteHandoffListener records that w takes handed connections for sock,
+// which it got with a listen request that said so.
 func (s *supervisor) noteHandoffListener(w *Worker, m proto.Message, sock *ownedSocket) {
-	if !m.Handoff || s.opts.DisableHandoff {
+	if m.Handoff {
+		s.takesHandoffs(w, handoffKey(sock.addr.Network(), sock.addr.String()))
+	}
+}
+
+// noteHandoffInherited records that w takes handed connections on a socket
+// it inherited at start (the systemd way), which its listening message
+// names as its own getsockname says, as the master's registry does.
+func (s *supervisor) noteHandoffInherited(w *Worker, m proto.Message) {
+	if !m.Handoff || m.Address == "" {
+		return
+	}
+	network := m.Network
+	if network == "" {
+		network = "tcp"
+	}
+	s.takesHandoffs(w, handoffKey(network, m.Address))
+}
+
+func (s *supervisor) takesHandoffs(w *Worker, key string) {
+	if s.opts.DisableHandoff {
 		return
 	}
 	if w.handoffKeys == nil {
 		w.handoffKeys = map[string]bool{}
 	}
-	w.handoffKeys[handoffKey(sock.addr.Network(), sock.addr.String())] = true
+	w.handoffKeys[key] = true
 }
 
 // disconnectMessage tells w to go, and whether it may hand its idle

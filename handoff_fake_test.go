@@ -9,7 +9,7 @@ import (
 
 const fakeKey = "tcp 127.0.0.1:8080"
 
-func (h *harness) takesHandoffs(ws ...*Worker) {
+func (h *harness) markTakesHandoffs(ws ...*Worker) {
 	for _, w := range ws {
 		w.handoffKeys = map[string]bool{fakeKey: true}
 	}
@@ -36,10 +36,10 @@ func TestFakeHandoffRoutesOrCloses(t *testing.T) {
 	h.sys.stubborn = true // the old workers stay while they drain
 	h.runReady()
 	old0, old1 := h.active(0), h.active(1)
-	h.takesHandoffs(old0, old1)
+	h.markTakesHandoffs(old0, old1)
 	h.reload()
 	new0, new1 := h.one(0, 2), h.one(1, 2)
-	h.takesHandoffs(new0, new1)
+	h.markTakesHandoffs(new0, new1)
 	h.readyGen(2)
 	if m, ok := lastSent(old0, proto.CmdDisconnect); !ok || !m.Handoff {
 		t.Fatalf("the old worker's disconnect is %+v, want one that offers handoff", m)
@@ -96,7 +96,7 @@ func TestFakeHandoffNotOfferedWithoutATaker(t *testing.T) {
 	h.sys.stubborn = true
 	h.runReady()
 	w := h.active(0)
-	h.takesHandoffs(w)
+	h.markTakesHandoffs(w)
 	h.s.terminate(make(chan error, 1))
 	h.settle()
 	if m, ok := lastSent(w, proto.CmdDisconnect); !ok || m.Handoff {

@@ -125,8 +125,22 @@ func (l *idleLoad) finish() {
 }
 
 func TestHandoffIdleKeepAliveClientsSeeNoReload(t *testing.T) {
-	const clients, reloads = 64, 20
-	tc := startCluster(t, recluster.Options{Workers: 2})
+	testIdleClientsSeeNoReload(t, recluster.Options{Workers: 2}, 64, 20)
+}
+
+// The same with the socket passed at start, the systemd way (as under
+// recluster run --listen), instead of asked for over the channel.
+func TestHandoffOnInheritedSockets(t *testing.T) {
+	testIdleClientsSeeNoReload(t, recluster.Options{Workers: 2, Sockets: []recluster.Socket{{Address: "127.0.0.1:0"}}}, 16, 5)
+}
+
+func testIdleClientsSeeNoReload(t *testing.T, opts recluster.Options, clients, reloads int) {
+	tc := newCluster(t, opts)
+	if err := tc.Run(); err != nil {
+		t.Fatal(err)
+	}
+	tc.rec.waitN(t, opts.Workers, 10*time.Second, kind(recluster.EventActive))
+	tc.url = "http://" + tc.Addrs()[0].String()
 	addr := strings.TrimPrefix(tc.url, "http://")
 	l := startIdleLoad(addr, clients, 3*time.Second)
 	for i := range reloads {

@@ -316,6 +316,7 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
 			s.markReady(w)
 		}
 	case proto.CmdListening:
+		s.noteHandoffInherited(w, m)
 		if s.opts.ReadyWhen == Listening {
 			s.markReady(w)
 		}

@@ -92,7 +92,12 @@ func (l *handoffListener) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		l.mu.Lock()
-		ours := l.woken && !l.closed && isTimeout(err)
+		if l.closed {
+			// Possibly woken by a handoff: not a timeout to retry on.
+			l.mu.Unlock()
+			return nil, net.ErrClosed
+		}
+		ours := l.woken && isTimeout(err)
 		if ours {
 			// deliver set the deadline under l.mu after it queued, so the
 			// queue is not empty or another deliver is on its way.

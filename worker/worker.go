@@ -300,9 +300,13 @@ func listenInherited(network, address string) (net.Listener, bool, error) {
 		}
 		ln, err := fileListener(dup, sock.Name)
 		if err == nil {
+			// It also yields connections handed over by a draining worker
+			// (handoff.go), which may come as soon as the master hears of it.
+			addr := ln.Addr()
+			ln = newHandoffListener(ln, addr.Network(), addr.String())
 			// The master cannot see a worker start listening on an
 			// inherited socket: say so (ReadyWhen=listening).
-			send(proto.Message{Cmd: proto.CmdListening, Address: ln.Addr().String()}, "")
+			send(proto.Message{Cmd: proto.CmdListening, Network: addr.Network(), Address: addr.String(), Handoff: true}, "")
 		}
 		return ln, true, err
 	}
