@@ -9,10 +9,8 @@ import (
 	"time"
 )
 
-// processTree returns pid and every process descended from it. Servers
-// that fork (gunicorn's arbiter, `npm start`, a shell) do their serving
-// in children, so what a worker is and holds is its whole tree.
-func processTree(pid int) []int { return treeReader()(pid) }
+// Servers that fork (gunicorn's arbiter, `npm start`, a shell) do their
+// serving in children, so what a worker is and holds is its whole tree.
 
 // treeReader returns a function that finds process trees. Where the
 // kernel lists each thread's children (/proc/PID/task/TID/children,
