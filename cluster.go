@@ -181,6 +181,11 @@ type Options struct {
 	// is told to disconnect once the new one is ready, so no capacity is
 	// lost.
 	MaxRSS int64
+	// DisableHandoff keeps every idle keep-alive connection in its draining
+	// worker (Connection: close, grace, close) instead of handing it to a
+	// worker of the new generation, which workers built with package
+	// worker do by default (docs/protocol.md, "Connection handoff").
+	DisableHandoff bool
 	// MaxAge, when set, recycles a worker older than this the same way.
 	// Each worker's limit is shortened by a random jitter of up to 10% so
 	// that workers started together do not all recycle at once.

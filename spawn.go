@@ -125,8 +125,8 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 	defer unix.Close(childFD)
 	cleanups = append(cleanups, func() { conn.Close() })
 	conn.WriteTimeout = time.Second
-	conn.DiscardFDs = true
-	p = &workerProcess{conn: conn, outbox: make(chan outgoing, outboxSize)}
+	// A worker sends descriptors only with handoff messages (handoff.go).
+	p = &workerProcess{conn: conn, outbox: newOutbox()}
 
 	null, err := devNull()
 	if err != nil {

@@ -76,6 +76,7 @@ type supervisor struct {
 
 	acceptFallbackLogged bool           // said once why readiness falls back to MinUptime
 	accepts              *acceptWatcher // watches starting workers' inherited sockets (accepting.go)
+	handoff              handoffState   // handoff.go
 }
 
 func newSupervisor(c *Cluster, sys system) *supervisor {
@@ -304,8 +305,11 @@ func (s *supervisor) alive(w *Worker) bool {
 // onMessage acts on a message from w's channel; fd, when >= 0, is a
 // descriptor that came with it.
 func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
+	if s.onHandoffMessage(w, m, fd) {
+		return
+	}
 	if fd >= 0 {
-		s.sys.closeFD(fd) // no message carries one the master uses yet
+		s.sys.closeFD(fd) // only handoff messages carry one the master uses
 	}
 	if !s.alive(w) {
 		return
@@ -318,6 +322,7 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
 			s.markReady(w)
 		}
 	case proto.CmdListening:
+		s.noteHandoffInherited(w, m)
 		if s.opts.ReadyWhen == Listening {
 			s.markReady(w)
 		}
@@ -369,6 +374,7 @@ func (s *supervisor) onListen(w *Worker, m proto.Message) {
 	reply := proto.Message{Cmd: proto.CmdListen, ID: m.ID, Network: sock.addr.Network(), Address: sock.addr.String()}
 	w.proc.send(reply, sock.fd)
 	w.listening = true
+	s.noteHandoffListener(w, m, sock)
 	e := s.workerEvent(EventListening, w)
 	e.Addr = sock.addr
 	s.emit(e)
@@ -498,7 +504,7 @@ func (s *supervisor) drain(w *Worker, reason string) {
 	if w.proc == nil {
 		return // onStarted kills it: it cannot be serving anyone yet
 	}
-	w.proc.send(proto.Message{Cmd: proto.CmdDisconnect}, -1)
+	w.proc.send(s.disconnectMessage(w), -1)
 	if s.opts.StopSignal != 0 {
 		w.proc.signal(s.opts.StopSignal)
 	}
@@ -888,6 +894,7 @@ func (s *supervisor) status() Status {
 	for k, v := range s.reloads {
 		st.Reloads[k] = v
 	}
+	st.Handoffs, st.HandoffFallbacks = s.handoffCounts()
 	for _, w := range s.sortedWorkers() {
 		st.Workers = append(st.Workers, WorkerStatus{
 			Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state,

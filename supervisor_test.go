@@ -30,9 +30,10 @@ type fakeSystem struct {
 	hold    bool
 	pending []func()
 	// stubborn workers ignore the disconnect message.
-	stubborn   bool
-	usageCalls int
-	closedFDs  []int
+	stubborn       bool
+	refuseHandoffs bool // handOff reports its queue full
+	usageCalls     int
+	closedFDs      []int
 }
 
 type fakeTimer struct {
@@ -117,6 +118,14 @@ func (p *fakeProc) send(m proto.Message, fd int) {
 	if m.Cmd == proto.CmdDisconnect && !p.sys.stubborn {
 		p.exit(0)
 	}
+}
+
+func (p *fakeProc) handOff(m proto.Message, fd int) bool {
+	if p.sys.refuseHandoffs {
+		return false
+	}
+	p.sent = append(p.sent, m)
+	return true
 }
 
 func (p *fakeProc) signal(sig syscall.Signal) { p.signals = append(p.signals, sig) }

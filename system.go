@@ -55,6 +55,10 @@ type process interface {
 	// send queues m (with fd attached when fd >= 0; the process keeps a
 	// duplicate, so the caller keeps its own) for the worker's channel.
 	send(m proto.Message, fd int)
+	// handOff queues a handed connection (fd, of which the process keeps
+	// a duplicate) for the worker, apart from what send queues, and
+	// reports whether it was queued.
+	handOff(m proto.Message, fd int) bool
 	// signal sends sig to the worker process.
 	signal(sig syscall.Signal)
 	// kill sends SIGKILL to the worker and its process group.

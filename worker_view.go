@@ -24,7 +24,8 @@ type Worker struct {
 	killReason  string        // why, when it was asked before the process had started
 	maxAge      time.Duration // Options.MaxAge less this worker's jitter
 	listening   bool
-	status      string // the worker's last STATUS= or status message
+	handoffKeys map[string]bool // sockets on which it takes handed connections
+	status      string          // the worker's last STATUS= or status message
 	lastBeat    time.Time
 	readyTimer  timer
 	killTimer   timer
@@ -92,4 +93,15 @@ type Status struct {
 	// Sticky, when Options.Sticky is on, gives each slot's share of the
 	// client address buckets.
 	Sticky *StickyStatus `json:"sticky,omitempty"`
+	// Handoffs counts idle connections that draining workers handed to the
+	// master, by result: handed (to a new worker), no_worker and
+	// send_failed (closed by the master).
+	Handoffs map[string]int `json:"handoffs,omitempty"`
+	// HandoffFallbacks counts connections that drained the old way
+	// instead, by reason: tls, h2, hijacked, busy (still in a request at the
+	// drain's bound), unsupported (not a plain socket), failed, and
+	// no_new_worker (a worker drained with no worker to take its
+	// connections: terminate, scale down, an aborted reload; counted once
+	// per worker).
+	HandoffFallbacks map[string]int `json:"handoff_fallbacks,omitempty"`
 }

@@ -79,6 +79,9 @@ Flags:
                             same slot, chosen in the kernel; implies
                             --reuseport; Linux, TCP, not behind a proxy or
                             NAT (see docs/operations.md)
+      --no-handoff          keep idle keep-alive connections in a draining
+                            worker (Connection: close, grace, close) instead
+                            of handing them to the new generation
       --metrics ADDR        serve Prometheus /metrics, /healthz, /readyz and
                             /status (read only) on ADDR
       --user USER           run the workers as USER (name or uid); the master
@@ -170,7 +173,7 @@ type runConfig struct {
 	minUptime                               time.Duration
 	minUptimeSet                            bool
 	prefix, reusePort                       bool
-	sticky                                  bool
+	sticky, noHandoff                       bool
 	metricsAddr, user, group                string
 	heartbeatTimeout, maxAge                time.Duration
 	maxRSS                                  int64
@@ -225,6 +228,7 @@ func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 		{name: "control", env: "RECLUSTER_CONTROL", value: stringValue{&cfg.controlPath, notEmpty}},
 		{name: "reuseport", env: "RECLUSTER_REUSEPORT", value: boolValue{&cfg.reusePort}},
 		{name: "sticky", env: "RECLUSTER_STICKY", value: boolValue{&cfg.sticky}},
+		{name: "no-handoff", env: "RECLUSTER_NO_HANDOFF", value: boolValue{&cfg.noHandoff}},
 		{name: "metrics", env: "RECLUSTER_METRICS", value: stringValue{&cfg.metricsAddr, notEmpty}},
 		{name: "user", env: "RECLUSTER_USER", value: stringValue{&cfg.user, notEmpty}},
 		{name: "group", env: "RECLUSTER_GROUP", value: stringValue{&cfg.group, notEmpty}},
@@ -319,6 +323,7 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 		OutputFormat:      cfg.outputFormat(),
 		ReusePort:         cfg.reusePort,
 		Sticky:            cfg.sticky,
+		DisableHandoff:    cfg.noHandoff,
 		User:              cfg.user,
 		Group:             cfg.group,
 		HeartbeatTimeout:  cfg.heartbeatTimeout,

@@ -72,3 +72,26 @@ func TestParseListen(t *testing.T) {
 		}
 	}
 }
+
+// Handoff is on unless --no-handoff (or its variable) turns it off.
+func TestNoHandoff(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		off  bool
+	}{{nil, "", false}, {[]string{"--no-handoff"}, "", true}, {nil, "true", true}} {
+		cfg, err := parseRun(append(tc.args, "--", "/bin/true"), func(k string) string {
+			if k == "RECLUSTER_NO_HANDOFF" {
+				return tc.env
+			}
+			return ""
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, o, _, err := cfg.options(nil)
+		if err != nil || o.DisableHandoff != tc.off {
+			t.Errorf("args %v, RECLUSTER_NO_HANDOFF=%q: DisableHandoff %v (error %v), want %v", tc.args, tc.env, o.DisableHandoff, err, tc.off)
+		}
+	}
+}
