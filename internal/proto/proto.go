@@ -118,7 +118,8 @@ type Conn struct {
 	// skipping is set while the rest of an overlong line is dropped.
 	skipping bool
 
-	closeAfterRead atomic.Bool // see CloseAfterReading
+	closeAfterRead atomic.Bool  // see CloseAfterReading
+	readIdle       atomic.Int64 // CloseAfterReading's bound, in nanoseconds
 }
 
 // NewConn takes ownership of fd, a connected Unix stream socket.
@@ -239,6 +240,9 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 func (c *Conn) fill() {
 	data := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4*16))
+	if c.closeAfterRead.Load() {
+		c.uc.SetReadDeadline(time.Now().Add(time.Duration(c.readIdle.Load())))
+	}
 	n, oobn, _, _, err := c.uc.ReadMsgUnix(data, oob)
 	n, oobn = max(n, 0), max(oobn, 0) // they are -1 on some errors
 	c.buf = append(c.buf, data[:n]...)
@@ -286,9 +290,13 @@ func truncate(b []byte) []byte {
 
 // CloseAfterReading lets the reader take what the peer sent before it
 // went away (handed connections must not be lost with the channel), then
-// closes the channel: at the end of the stream, or after timeout if some
-// other process still holds the peer's end.
+// closes the channel: at the end of the stream, or once nothing has come
+// for timeout if some other process still holds the peer's end. The bound
+// counts from each read, not from this call: on a loaded machine the
+// reader may take longer than timeout to get through what is queued, and
+// every message it has not read yet may carry a client's connection.
 func (c *Conn) CloseAfterReading(timeout time.Duration) {
+	c.readIdle.Store(int64(timeout))
 	c.closeAfterRead.Store(true)
 	c.uc.SetReadDeadline(time.Now().Add(timeout))
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,5 +108,42 @@ func TestDiscardFDsClosesWhatAWorkerSends(t *testing.T) {
 	}
 	if len(master.fds) != 0 {
 		t.Fatalf("%d descriptors kept", len(master.fds))
+	}
+}
+
+// A worker that exited may leave handed connections in its channel; a
+// reader that the loaded machine keeps slower than the bound must still
+// get every one of them: the bound counts from the last read, not from the
+// call. The peer's end stays open, as when a grandchild holds it, so the
+// channel ends by the bound once nothing more comes.
+func TestCloseAfterReadingBoundsSilenceNotTheWholeRead(t *testing.T) {
+	master, worker := pair(t)
+	f, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const handed = 5
+	for range handed {
+		if err := worker.Send(Message{Cmd: CmdHandoff, Address: "x"}, int(f.Fd())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const bound = 50 * time.Millisecond
+	master.CloseAfterReading(bound)
+	for i := range handed {
+		m, fd, err := master.Receive()
+		if err != nil || m.Cmd != CmdHandoff || fd < 0 {
+			t.Fatalf("handoff %d of %d lost: %+v fd %d, %v", i+1, handed, m, fd, err)
+		}
+		unix.Close(fd)
+		time.Sleep(bound + bound/2) // a reader slower than the bound
+	}
+	start := time.Now()
+	if _, _, err := master.Receive(); err == nil {
+		t.Fatal("Receive went on after the channel fell silent")
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Fatalf("the silent channel was closed after %v, want about %v", waited, bound)
 	}
 }
