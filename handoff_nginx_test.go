@@ -1,32 +1,21 @@
 package recluster_test
 
 import (
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/internal/nginx"
 )
 
 // nginxPath finds Debian's nginx. Under CI (CI=true) a missing nginx is
 // installed, and still missing fails the test; elsewhere the test skips.
 func nginxPath(t *testing.T) string {
 	t.Helper()
-	find := func() string {
-		if p, err := exec.LookPath("nginx"); err == nil {
-			return p
-		}
-		if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-			return "/usr/sbin/nginx"
-		}
-		return ""
-	}
-	if p := find(); p != "" {
+	if p, err := nginx.Find(); err == nil {
 		return p
 	}
 	if os.Getenv("CI") != "true" {
@@ -37,91 +26,23 @@ func nginxPath(t *testing.T) string {
 	if out, err := install.CombinedOutput(); err != nil {
 		t.Fatalf("apt-get install nginx-light: %v\n%s", err, out)
 	}
-	if p := find(); p != "" {
-		return p
+	p, err := nginx.Find()
+	if err != nil {
+		t.Fatal("nginx is still missing after apt-get install nginx-light")
 	}
-	t.Fatal("nginx is still missing after apt-get install nginx-light")
-	return ""
+	return p
 }
 
 // startNginx runs nginx in front of upstream as a reverse proxy with a
 // pool of idle upstream keep-alive connections, and returns its address.
 func startNginx(t *testing.T, upstream string) string {
 	t.Helper()
-	bin := nginxPath(t)
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755) // nginx's workers write temp files here
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	proxy, err := nginx.Start(nginxPath(t), t.TempDir(), upstream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := probe.Addr().String()
-	probe.Close()
-	user := ""
-	if os.Getuid() == 0 {
-		user = "user root root;"
-	}
-	conf := fmt.Sprintf(`%s
-worker_processes 1;
-daemon off;
-master_process on;
-pid %[2]s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-	access_log off;
-	client_body_temp_path %[2]s/body;
-	proxy_temp_path %[2]s/proxy;
-	fastcgi_temp_path %[2]s/fastcgi;
-	uwsgi_temp_path %[2]s/uwsgi;
-	scgi_temp_path %[2]s/scgi;
-	upstream app {
-		server %[3]s;
-		keepalive 32;
-	}
-	server {
-		listen %[4]s;
-		location / {
-			proxy_pass http://app;
-			proxy_http_version 1.1;
-			proxy_set_header Connection "";
-		}
-	}
-}
-`, user, dir, upstream, addr)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
-	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt) // fast shutdown
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	eventually(t, 10*time.Second, "nginx accepting on "+addr, func() bool {
-		select {
-		case <-exited:
-			t.Fatal("nginx exited at start (its log is above)")
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	return addr
+	t.Cleanup(proxy.Stop)
+	return proxy.Addr
 }
 
 // nginx in front of the cluster keeps idle upstream connections; none of

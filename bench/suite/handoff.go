@@ -8,15 +8,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/recluster-go/recluster/bench/loadgen"
+	"github.com/recluster-go/recluster/internal/nginx"
 )
 
 // idleRows measures clients that stay idle longer than the grace period,
@@ -199,91 +197,17 @@ func handoffThroughput(ctx context.Context, env *Env, workers int) (string, bool
 // upstream, with an upstream keep-alive pool, and returns its address and
 // how to stop it.
 func startNginxProxy(env *Env, upstream string) (string, func(), error) {
-	bin, err := exec.LookPath("nginx")
+	bin, err := nginx.Find()
 	if err != nil {
-		if _, statErr := os.Stat("/usr/sbin/nginx"); statErr != nil {
-			return "", nil, fmt.Errorf("nginx is not installed (apt-get install nginx-light)")
-		}
-		bin = "/usr/sbin/nginx"
+		return "", nil, err
 	}
 	dir, err := os.MkdirTemp(env.Dir, "nginx-")
 	if err != nil {
 		return "", nil, err
 	}
-	os.Chmod(dir, 0o755)
-	port, err := FreePort()
+	proxy, err := nginx.Start(bin, dir, upstream)
 	if err != nil {
 		return "", nil, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	user := ""
-	if os.Getuid() == 0 {
-		user = "user root root;"
-	}
-	conf := fmt.Sprintf(`%s
-worker_processes 1;
-daemon off;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log warn;
-events { worker_connections 4096; }
-http {
-	access_log off;
-	client_body_temp_path %[2]s/body;
-	proxy_temp_path %[2]s/proxy;
-	fastcgi_temp_path %[2]s/fastcgi;
-	uwsgi_temp_path %[2]s/uwsgi;
-	scgi_temp_path %[2]s/scgi;
-	upstream app {
-		server %[3]s;
-		keepalive 32;
-	}
-	server {
-		listen %[4]s;
-		keepalive_timeout 75s;
-		keepalive_requests 100000;
-		location / {
-			proxy_pass http://app;
-			proxy_http_version 1.1;
-			proxy_set_header Connection "";
-		}
-	}
-}
-`, user, dir, upstream, addr)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath)
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	stop := func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-exited:
-			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			return "", nil, fmt.Errorf("nginx exited at start: %s", oneLine(string(b)))
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return addr, stop, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("nginx did not accept on %s within 10s", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return proxy.Addr, proxy.Stop, nil
 }

@@ -82,10 +82,23 @@ func startMaster(t *testing.T, args ...string) *runningMaster {
 // whose control socket is ctl.
 func startProcess(t *testing.T, ctl string, argv []string, env []string) *runningMaster {
 	t.Helper()
-	m := &runningMaster{t: t, ctl: ctl, stdout: &testbin.Buffer{}, stderr: &testbin.Buffer{}, exited: make(chan struct{})}
-	m.cmd = exec.Command(argv[0], argv[1:]...)
-	m.cmd.Stdout, m.cmd.Stderr = m.stdout, m.stderr
-	m.cmd.Env = append(os.Environ(), env...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	return startCommand(t, ctl, cmd)
+}
+
+// startCommand starts cmd, a master whose control socket is ctl, with its
+// output in the master's buffers unless cmd already has somewhere to put
+// it, and kills it when the test ends.
+func startCommand(t *testing.T, ctl string, cmd *exec.Cmd) *runningMaster {
+	t.Helper()
+	m := &runningMaster{t: t, ctl: ctl, cmd: cmd, stdout: &testbin.Buffer{}, stderr: &testbin.Buffer{}, exited: make(chan struct{})}
+	if cmd.Stdout == nil {
+		cmd.Stdout = m.stdout
+	}
+	if cmd.Stderr == nil {
+		cmd.Stderr = m.stderr
+	}
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -156,27 +156,12 @@ func fullPipe(t *testing.T) (r, w *os.File) {
 func TestStuckStderrDoesNotStallTheMaster(t *testing.T) {
 	stderrR, stderrW := fullPipe(t)
 	ctl := filepath.Join(t.TempDir(), "ctl.sock")
-	m := &runningMaster{t: t, ctl: ctl, stdout: &testbin.Buffer{}, stderr: &testbin.Buffer{}, exited: make(chan struct{})}
-	m.cmd = exec.Command(reclusterBin, "run", "--control", ctl, "-w", "2", "--listen", "127.0.0.1:0",
+	cmd := exec.Command(reclusterBin, "run", "--control", ctl, "-w", "2", "--listen", "127.0.0.1:0",
 		"--ready-when", "ready", "--timeout", "5s", "--env", "SDWORKER_NOTIFY=1", "--env", "SDWORKER_DRAIN=200ms",
 		"--env", "SDWORKER_FLOOD=20000", "--env", "SDWORKER_FLOOD_KIND=malformed", "--", sdworkerBin)
-	m.cmd.Stdout, m.cmd.Stderr = m.stdout, stderrW
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd.Stderr = stderrW
+	m := startCommand(t, ctl, cmd)
 	stderrW.Close()
-	go func() {
-		m.waitErr = m.cmd.Wait()
-		close(m.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-m.exited:
-		default:
-			m.cmd.Process.Kill()
-			<-m.exited
-		}
-	})
 	m.waitControl()
 	m.waitAllActive(30 * time.Second)
 	m.waitFor(30*time.Second, "the junk flood to be sent", func() bool { return strings.Contains(m.stdout.String(), "sdworker flood done") })

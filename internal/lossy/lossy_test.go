@@ -43,19 +43,7 @@ func TestGapIsCountedWhereItHappened(t *testing.T) {
 	gate := make(chan struct{})
 	q, result := collect(t, 2, gate)
 	q.Push(1) // taken by the consumer, which then waits at the gate
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		q.mu.Lock()
-		taken := q.count == 0
-		q.mu.Unlock()
-		if taken {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the consumer never took the first item")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitTaken(t, q)
 	q.Push(2)
 	q.Push(3)
 	gaps := 0
@@ -90,19 +78,7 @@ func TestSizedQueueIsBoundedByBytes(t *testing.T) {
 		got = append(got, v)
 	}, func(missed int) { got = append(got, -missed) })
 	q.Push(1) // taken by the consumer, which waits at the gate
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		q.mu.Lock()
-		taken := q.count == 0
-		q.mu.Unlock()
-		if taken {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the consumer never took the first item")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitTaken(t, q)
 	for _, v := range []int{4, 6} { // 10 bytes: full
 		if dropped, _ := q.Push(v); dropped {
 			t.Fatalf("item %d dropped with room for its bytes", v)
@@ -182,5 +158,24 @@ func TestPushWithinDropsForAStalledConsumer(t *testing.T) {
 	<-q.Done()
 	if want := []int{1, 2, -2, 5}; !slices.Equal(got, want) {
 		t.Fatalf("delivered %v, want %v", got, want)
+	}
+}
+
+// waitTaken waits until the consumer has taken everything queued, so that
+// what is pushed next fills the queue and nothing else.
+func waitTaken[T any](t *testing.T, q *Queue[T]) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		taken := q.count == 0
+		q.mu.Unlock()
+		if taken {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the consumer never took the first item")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
