@@ -136,9 +136,19 @@ func (s *supervisor) routeHandoff(from *Worker, m proto.Message, fd int) {
 	}
 	if !to.proc.handOff(proto.Message{Cmd: proto.CmdHandoff, Network: m.Network, Address: m.Address}, fd) {
 		s.handoff.count(&s.handoff.results, "send_failed", 1)
-		return
 	}
-	s.handoff.count(&s.handoff.results, "handed", 1)
+	// A queued one is counted once its write is done (onHandoffWritten).
+}
+
+// onHandoffWritten counts a handed connection once the target's writer has
+// written it to the worker's channel, or has closed it because the worker
+// did not read within the channel's write timeout, or had exited.
+func (s *supervisor) onHandoffWritten(delivered bool) {
+	if delivered {
+		s.handoff.count(&s.handoff.results, "handed", 1)
+	} else {
+		s.handoff.count(&s.handoff.results, "send_failed", 1)
+	}
 }
 
 func (s *supervisor) handoffCounts() (results, fallbacks map[string]int) {

@@ -63,6 +63,12 @@ func TestFakeHandoffRoutesOrCloses(t *testing.T) {
 	proc(old0).hooks.message(handoffMsg(), 52)
 	h.settle()
 	h.sys.refuseHandoffs = false
+	// Queued, but the worker did not read it within the write timeout:
+	// closed by its writer, and not counted as handed.
+	h.sys.unreadHandoffs = true
+	proc(old0).hooks.message(handoffMsg(), 54)
+	h.settle()
+	h.sys.unreadHandoffs = false
 
 	// A worker that has exited still has its last handoffs routed.
 	proc(old0).exit(0)
@@ -73,12 +79,12 @@ func TestFakeHandoffRoutesOrCloses(t *testing.T) {
 		t.Fatal("a connection handed by a worker that has exited since was dropped")
 	}
 
-	if !slices.Equal(h.sys.closedFDs, []int{50, 51, 52, 53}) {
-		t.Fatalf("the master closed %v, want its copy of every handed descriptor: 50, 51, 52, 53", h.sys.closedFDs)
+	if !slices.Equal(h.sys.closedFDs, []int{50, 51, 52, 54, 53}) {
+		t.Fatalf("the master closed %v, want its copy of every handed descriptor: 50, 51, 52, 54, 53", h.sys.closedFDs)
 	}
 	st := h.s.status()
-	if st.Handoffs["handed"] != 2 || st.Handoffs["no_worker"] != 1 || st.Handoffs["send_failed"] != 1 {
-		t.Fatalf("handoffs %v, want 2 handed, 1 no_worker, 1 send_failed", st.Handoffs)
+	if st.Handoffs["handed"] != 2 || st.Handoffs["no_worker"] != 1 || st.Handoffs["send_failed"] != 2 {
+		t.Fatalf("handoffs %v, want 2 handed, 1 no_worker, 2 send_failed (a full queue, a write that timed out)", st.Handoffs)
 	}
 
 	// Fallbacks reported by a worker are counted by reason.

@@ -49,6 +49,9 @@ type workerProcess struct {
 	// pid that has been reaped.
 	released bool
 	gone     atomic.Bool
+	// handoffWritten reports each handed connection's write (the writer
+	// calls it; it posts to the supervisor).
+	handoffWritten func(delivered bool)
 }
 
 func newOutbox() chan outgoing { return make(chan outgoing, outboxSize+handoffQueueSize) }
@@ -105,9 +108,12 @@ func (p *workerProcess) writeChannel() {
 // read within the channel's write timeout, or exited), the connection is
 // closed here, never kept.
 func (p *workerProcess) write(out outgoing) {
-	p.conn.Send(out.m, out.fd)
+	err := p.conn.Send(out.m, out.fd)
 	if out.fd >= 0 {
 		unix.Close(out.fd)
+	}
+	if out.handoff && p.handoffWritten != nil {
+		p.handoffWritten(err == nil)
 	}
 }
 

@@ -91,7 +91,7 @@ func (o *osSystem) start(spec workerSpec, hooks workerHooks) {
 	}
 	go func() {
 		defer closeFDs(held)
-		p, announced, err := o.startNow(spec, held, hooks.exited)
+		p, announced, err := o.startNow(spec, held, hooks)
 		hooks.started(p, err)
 		if err != nil {
 			return
@@ -109,7 +109,8 @@ func (o *osSystem) start(spec workerSpec, hooks workerHooks) {
 // startNow does the process plumbing of one worker: its channel, its
 // output, its environment, the trampoline for inherited sockets, its
 // notify socket, and the fork.
-func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitStatus)) (p *workerProcess, announced chan struct{}, err error) {
+func (o *osSystem) startNow(spec workerSpec, passedFDs []int, hooks workerHooks) (p *workerProcess, announced chan struct{}, err error) {
+	exited := hooks.exited
 	var cleanups []func() // undo on failure
 	defer func() {
 		if err != nil {
@@ -126,7 +127,7 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 	cleanups = append(cleanups, func() { conn.Close() })
 	conn.WriteTimeout = time.Second
 	// A worker sends descriptors only with handoff messages (handoff.go).
-	p = &workerProcess{conn: conn, outbox: newOutbox()}
+	p = &workerProcess{conn: conn, outbox: newOutbox(), handoffWritten: hooks.handoffWritten}
 
 	null, err := devNull()
 	if err != nil {

@@ -211,6 +211,9 @@ func (s *supervisor) hooks(w *Worker) workerHooks {
 			})
 		},
 		notify: func(fields map[string]string) { s.post(func(s *supervisor) { s.onNotify(w, fields) }) },
+		handoffWritten: func(delivered bool) {
+			s.post(func(s *supervisor) { s.onHandoffWritten(delivered) })
+		},
 		notifyRejected: func(sender int) {
 			s.post(func(s *supervisor) {
 				s.log.Warn("recluster: ignored a notify message that did not come from the worker's main process", "worker", w.slot, "pid", w.pid, "sender_pid", sender)

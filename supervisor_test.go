@@ -32,6 +32,7 @@ type fakeSystem struct {
 	// stubborn workers ignore the disconnect message.
 	stubborn       bool
 	refuseHandoffs bool // handOff reports its queue full
+	unreadHandoffs bool // handOff queues, and the write then times out
 	usageCalls     int
 	closedFDs      []int
 }
@@ -125,6 +126,7 @@ func (p *fakeProc) handOff(m proto.Message, fd int) bool {
 		return false
 	}
 	p.sent = append(p.sent, m)
+	p.hooks.handoffWritten(!p.sys.unreadHandoffs)
 	return true
 }
 

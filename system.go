@@ -85,6 +85,9 @@ type workerHooks struct {
 	notify         func(fields map[string]string)
 	notifyRejected func(senderPID int)
 	exited         func(exitStatus)
+	// handoffWritten says whether a handed connection that handOff
+	// queued reached the worker's channel; one that did not is closed.
+	handoffWritten func(delivered bool)
 }
 
 // exitStatus is how a worker ended.
