@@ -82,7 +82,8 @@ type Options struct {
 	// old generation. Default 1s; negative means at once.
 	MinUptime time.Duration
 	// ReadyTimeout is how long a new worker may take to become ready before
-	// it is killed (and a reload that waits for it aborted); default 30s.
+	// it is killed (and a reload that waits for it aborted), counted from
+	// the start of its process; default 30s.
 	ReadyTimeout time.Duration
 
 	// Args are the worker program's arguments (without argv[0]).

@@ -188,7 +188,6 @@ func (s *supervisor) spawn(slot, gen int) *Worker {
 		w.maxAge = s.opts.MaxAge - time.Duration(rand.Int64N(int64(s.opts.MaxAge/10)+1))
 	}
 	s.add(w)
-	w.readyTimer = s.after(s.opts.ReadyTimeout, func(s *supervisor) { s.readyTimedOut(w) })
 	passed, err := s.sockets.passedFor(slot)
 	if err != nil {
 		s.onStarted(w, nil, err)
@@ -253,6 +252,10 @@ func (s *supervisor) onStarted(w *Worker, p process, err error) {
 	w.proc, w.pid = p, p.pid()
 	w.started = s.sys.now()
 	w.lastBeat = w.started
+	// The bound counts from the process's start, not from the request: a
+	// generation's forks go one at a time, and on a loaded machine the last
+	// of many workers would otherwise spend its bound waiting for the others'.
+	w.readyTimer = s.after(s.opts.ReadyTimeout, func(s *supervisor) { s.readyTimedOut(w) })
 	s.emit(s.workerEvent(EventSpawned, w))
 	s.log.Debug("recluster: worker spawned", "worker", w.slot, "pid", w.pid, "generation", w.gen)
 	if s.runResult != nil && s.pendingStarts == 0 {
@@ -503,7 +506,9 @@ func (s *supervisor) drain(w *Worker, reason string) {
 		return
 	}
 	w.state = WorkerDraining
-	w.readyTimer.Stop()
+	if w.readyTimer != nil { // nil until its process has started
+		w.readyTimer.Stop()
+	}
 	if w.proc == nil {
 		return // onStarted kills it: it cannot be serving anyone yet
 	}

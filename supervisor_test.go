@@ -401,6 +401,28 @@ func TestFakeReloadAbortsOnReadyTimeout(t *testing.T) {
 	h.mustServe(1)
 }
 
+// ReadyTimeout counts from the process's start: the forks of a generation
+// go one at a time, and a worker whose fork waited behind the others (or
+// behind a loaded machine) must not spend its bound before it exists.
+func TestFakeReadyTimeoutCountsFromTheStart(t *testing.T) {
+	h := newHarness(t, Options{Workers: 2, ReadyTimeout: 5 * time.Second})
+	h.runReady()
+	h.sys.hold = true
+	result := h.reload()
+	h.advance(10 * time.Second) // the starts take twice the bound
+	h.sys.hold = false
+	h.sys.releaseStarts()
+	h.settle()
+	h.advance(5*time.Second - time.Millisecond)
+	if !pending(result) {
+		t.Fatalf("the reload ended before the new workers had ReadyTimeout of their own: %v", <-result)
+	}
+	h.readyGen(2)
+	if err := <-result; err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+}
+
 func TestFakeNewReloadSupersedesTheOneInProgress(t *testing.T) {
 	h := newHarness(t, Options{Workers: 2})
 	h.runReady()
