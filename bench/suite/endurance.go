@@ -101,6 +101,7 @@ func runEndurance(ctx context.Context, env *Env) (Section, error) {
 			anon: anon, file: file}, nil
 	}
 	var samples []enduranceSample
+	loadStart := loadAvg()
 	t0 := time.Now()
 	failedReloads := 0
 	var firstErr error
@@ -146,7 +147,8 @@ func runEndurance(ctx context.Context, env *Env) (Section, error) {
 	flat := math.Abs(last.fds-first.fds) <= 1 && math.Abs(last.goroutines-first.goroutines) <= 2 &&
 		last.rss-warm.rss <= 1e6 && failedReloads == 0
 	small := last.rss <= rssTarget
-	fmt.Fprintf(&md, "%d reloads in %s (%.1f ms per cycle, reload and drain).\n\n", reloads, took.Round(time.Second), float64(took.Milliseconds())/float64(reloads))
+	fmt.Fprintf(&md, "%d reloads in %s (%.1f ms per cycle, reload and drain). Load average (1, 5, 15 min) at the first reload: %s; after the last: %s.\n\n",
+		reloads, took.Round(time.Second), float64(took.Milliseconds())/float64(reloads), loadStart, loadAvg())
 	md.WriteString(t.String())
 	fmt.Fprintf(&md, "First → last: fds %.0f → %.0f, goroutines %.0f → %.0f, RSS %s → %s.\n\n",
 		first.fds, last.fds, first.goroutines, last.goroutines, mb(int64(first.rss)), mb(int64(last.rss)))
