@@ -108,7 +108,8 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 	cleanups = append(cleanups, func() { conn.Close() })
 	conn.WriteTimeout = time.Second
 	// A worker sends descriptors only with handoff messages (handoff.go).
-	p = &workerProcess{conn: conn, outbox: newOutbox()}
+	p = &workerProcess{conn: conn}
+	p.outbox = newOutbox(p)
 
 	null, err := devNull()
 	if err != nil {
@@ -215,7 +216,6 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 			return nil, nil, explainExecError(o.program, o.opts.Dir, err)
 		}
 	}
-	go p.writeChannel()
 	return p, announced, nil
 }
 
