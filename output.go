@@ -37,6 +37,9 @@ const (
 // Docker's limit too.
 const MaxOutputLine = 16 << 10
 
+// outputReadStart is the size a stream's read buffer starts at.
+const outputReadStart = 512
+
 // ContinuedMarker ends the text of a piece of a longer line in the plain
 // and labelled formats: the line goes on in the next piece from the same
 // worker and stream.
@@ -181,7 +184,11 @@ func (r *outputRelay) pipe(stream string, slot, gen int, p *workerProcess, spawn
 // read relays what src gives until its end, in lines of at most
 // MaxOutputLine bytes, each labelled as like is.
 func (r *outputRelay) read(src io.Reader, like OutputLine) {
-	buf := make([]byte, MaxOutputLine)
+	// The buffer starts small and grows to MaxOutputLine only for a stream
+	// that fills it: most workers print little, and the master holds a
+	// reader for each stream of each worker (two per worker, 256 workers
+	// in a large cluster, twice that during a reload).
+	buf := make([]byte, outputReadStart)
 	n := 0
 	emit := func(text []byte, continued bool) {
 		l := like
@@ -189,6 +196,7 @@ func (r *outputRelay) read(src io.Reader, like OutputLine) {
 		r.relay(l)
 	}
 	for {
+		free := len(buf) - n
 		m, err := src.Read(buf[n:])
 		n += m
 		start := 0
@@ -199,6 +207,12 @@ func (r *outputRelay) read(src io.Reader, like OutputLine) {
 			}
 			emit(buf[start:start+i], false)
 			start += i + 1
+		}
+		if m == free && len(buf) < MaxOutputLine {
+			// The read filled the buffer: a long line or a busy stream.
+			bigger := make([]byte, min(2*len(buf), MaxOutputLine))
+			copy(bigger, buf[:n])
+			buf = bigger
 		}
 		if start == 0 && n == len(buf) {
 			// A full buffer without a newline: relay what is there, cut

@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/recluster-go/recluster/internal/lossy"
 	"github.com/recluster-go/recluster/internal/proto"
 	"golang.org/x/sys/unix"
 )
@@ -31,7 +32,7 @@ type outgoing struct {
 }
 
 // workerProcess is the real process behind a worker. Its channel is
-// written by a goroutine of its own, so that a worker that stops reading
+// written by its outbox's consumer goroutine, so that a worker that stops reading
 // stalls only itself, never the supervisor.
 type workerProcess struct {
 	id     int
@@ -41,7 +42,7 @@ type workerProcess struct {
 	// worker sees a listen reply before the connections handed to that
 	// listener, and every handed connection before a disconnect (which it
 	// answers by handing back what it holds). Each kind has its own bound.
-	outbox         chan outgoing
+	outbox         *lossy.Queue[outgoing]
 	queuedControl  atomic.Int32
 	queuedHandoffs atomic.Int32
 	// released is touched only by the supervisor goroutine, as are send,
@@ -54,7 +55,14 @@ type workerProcess struct {
 	handoffWritten func(delivered bool)
 }
 
-func newOutbox() chan outgoing { return make(chan outgoing, outboxSize+handoffQueueSize) }
+// newOutbox gives p its outbox. The queue grows with what is in it and
+// starts its writer at the first message: a channel buffered for both
+// bounds cost each worker about 75 KB from its start, scanned by every
+// collection, and a goroutine, though most workers are sent a handful of
+// messages in their life.
+func newOutbox(p *workerProcess) *lossy.Queue[outgoing] {
+	return lossy.New(outboxSize+handoffQueueSize, p.deliver, func(int) {})
+}
 
 func (p *workerProcess) pid() int { return p.id }
 
@@ -82,25 +90,33 @@ func (p *workerProcess) enqueue(out outgoing, queued *atomic.Int32, bound int32)
 		out.fd = dup
 	}
 	queued.Add(1)
-	p.outbox <- out // never blocks: the bounds add up to its capacity
+	// Not refused while the bounds add up to its capacity and only
+	// release closes it; a refusal must not leak the duplicate.
+	if !p.outbox.Offer(out) {
+		queued.Add(-1)
+		if out.fd >= 0 {
+			unix.Close(out.fd)
+		}
+		return false
+	}
 	return true
 }
 
-func (p *workerProcess) writeChannel() {
-	for out := range p.outbox {
-		if out.handoff {
-			p.queuedHandoffs.Add(-1)
-		} else {
-			p.queuedControl.Add(-1)
-		}
-		if out.signal != 0 {
-			if !p.gone.Load() {
-				syscall.Kill(p.id, out.signal)
-			}
-			continue
-		}
-		p.write(out)
+// deliver is the outbox's consumer: it writes what the supervisor queued,
+// in order.
+func (p *workerProcess) deliver(out outgoing) {
+	if out.handoff {
+		p.queuedHandoffs.Add(-1)
+	} else {
+		p.queuedControl.Add(-1)
 	}
+	if out.signal != 0 {
+		if !p.gone.Load() {
+			syscall.Kill(p.id, out.signal)
+		}
+		return
+	}
+	p.write(out)
 }
 
 // write sends out and closes its descriptor: once sent, the kernel holds
@@ -152,7 +168,7 @@ func (p *workerProcess) release() {
 	}
 	p.released = true
 	p.gone.Store(true)
-	close(p.outbox)
+	p.outbox.Close()
 	// Connections it handed over before it exited may still be in its
 	// channel: they are read to the end and routed, not lost.
 	p.conn.CloseAfterReading(time.Second)

@@ -13,34 +13,16 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster/internal/proto"
+	"github.com/recluster-go/recluster/internal/trampoline"
 	"golang.org/x/sys/unix"
 )
-
-// envTrampoline tells a re-executed master binary to set LISTEN_PID to its
-// own pid and exec the real worker program named by the variable: os/exec
-// cannot set an environment variable to the child's pid, and programs
-// written for systemd check it.
-const envTrampoline = "RECLUSTER_TRAMPOLINE_EXEC"
-
-func init() {
-	program, ok := os.LookupEnv(envTrampoline)
-	if !ok {
-		return
-	}
-	os.Unsetenv(envTrampoline)
-	status := takeTrampolineStatus()
-	os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-	err := syscall.Exec(program, os.Args, os.Environ())
-	reportExecFailure(status, program, err)
-	os.Exit(127)
-}
 
 // The variables a worker must not inherit from the master: they describe
 // the master's own place under systemd or under another recluster.
 var masterOnlyEnv = []string{
 	"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
 	proto.EnvWorkerID, proto.EnvGeneration, proto.EnvChannelFD, proto.EnvTimeout, proto.EnvTimeoutMS, proto.EnvHeartbeat,
-	envTrampoline, envTrampolineStatus,
+	trampoline.EnvExec, trampoline.EnvStatus,
 }
 
 // workerEnv builds a worker's environment: the master's, less what belongs
@@ -127,7 +109,8 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, hooks workerHooks)
 	cleanups = append(cleanups, func() { conn.Close() })
 	conn.WriteTimeout = time.Second
 	// A worker sends descriptors only with handoff messages (handoff.go).
-	p = &workerProcess{conn: conn, outbox: newOutbox(), handoffWritten: hooks.handoffWritten}
+	p = &workerProcess{conn: conn, handoffWritten: hooks.handoffWritten}
+	p.outbox = newOutbox(p)
 
 	null, err := devNull()
 	if err != nil {
@@ -179,8 +162,8 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, hooks workerHooks)
 		own = append(own,
 			"LISTEN_FDS="+strconv.Itoa(len(names)),
 			"LISTEN_FDNAMES="+strings.Join(names, ":"),
-			envTrampoline+"="+o.program,
-			envTrampolineStatus+"="+strconv.Itoa(len(files)))
+			trampoline.EnvExec+"="+o.program,
+			trampoline.EnvStatus+"="+strconv.Itoa(len(files)))
 		files = append(files, execStatusW.Fd())
 		argv0 = selfExecutable()
 	}
@@ -234,7 +217,6 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, hooks workerHooks)
 			return nil, nil, explainExecError(o.program, o.opts.Dir, err)
 		}
 	}
-	go p.writeChannel()
 	return p, announced, nil
 }
 

@@ -16,47 +16,12 @@ import (
 	"time"
 )
 
-// envTrampolineStatus names the descriptor on which the trampoline reports
-// that it could not execute the worker program. The master holds the
-// other end of a pipe; the trampoline marks its end close-on-exec, so a
-// successful exec closes it (the master reads end of file), and a failed
-// one writes "ERRNO TEXT" there before exiting with code 127. It is the
-// same scheme os/exec uses for its own fork and exec, carried one exec
-// further.
-const envTrampolineStatus = "RECLUSTER_TRAMPOLINE_STATUS_FD"
-
 // trampolineExecTimeout bounds the master's wait for the trampoline's
-// exec. The trampoline only starts the Go runtime before it execs, so this
-// is never reached unless it is stopped or the machine is swamped; the
-// worker is then treated as started, and an exec failure after that shows
-// as its exit code 127 and a line on its stderr.
+// exec (internal/trampoline). The trampoline only starts the Go runtime
+// before it execs, so this is never reached unless it is stopped or the
+// machine is swamped; the worker is then treated as started, and an exec
+// failure after that shows as its exit code 127 and a line on its stderr.
 const trampolineExecTimeout = 10 * time.Second
-
-// takeTrampolineStatus returns the descriptor the master gave the
-// trampoline for its exec failure, marked close-on-exec, or -1.
-func takeTrampolineStatus() int {
-	v, ok := os.LookupEnv(envTrampolineStatus)
-	os.Unsetenv(envTrampolineStatus)
-	fd, err := strconv.Atoi(v)
-	if !ok || err != nil || fd < 3 {
-		return -1
-	}
-	syscall.CloseOnExec(fd)
-	return fd
-}
-
-// reportExecFailure is the trampoline's last word when its exec failed:
-// on the status descriptor when it has one, else on its stderr.
-func reportExecFailure(statusFD int, program string, err error) {
-	errno, _ := err.(syscall.Errno)
-	if statusFD >= 0 {
-		msg := strconv.Itoa(int(errno)) + " " + err.Error()
-		if _, werr := syscall.Write(statusFD, []byte(msg)); werr == nil {
-			return
-		}
-	}
-	fmt.Fprintf(os.Stderr, "recluster: cannot start worker program %s: %v\n", program, err)
-}
 
 // awaitTrampolineExec waits until the trampoline has executed the worker
 // program (the status pipe reads end of file) and returns nil, or returns

@@ -14,7 +14,6 @@ import (
 	"os/signal"
 	"regexp"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -428,8 +427,6 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if file != nil {
 		opts.Stdout, opts.Stderr = file, file
 	}
-	limitMemory(opts.Workers)
-
 	// What systemd gave the master is the master's: take it out of the
 	// environment before any worker is spawned.
 	notify := &sdNotifier{log: log.Warn}
@@ -498,20 +495,4 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("recluster: master stopped")
 	return nil
-}
-
-// limitMemory gives the master's Go runtime a soft memory limit, unless
-// GOMEMLIMIT sets one: the master's live heap is a few megabytes, but
-// without a limit the runtime keeps what reloads once used, and the master
-// is meant to cost next to nothing. The limit grows with the workers, so
-// that a large cluster's live heap stays well under it and the collector
-// does not run more than it must.
-func limitMemory(workers int) {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return
-	}
-	if workers <= 0 {
-		workers = runtime.NumCPU()
-	}
-	debug.SetMemoryLimit(10<<20 + int64(workers)*(128<<10))
 }
