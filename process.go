@@ -16,6 +16,9 @@ const outboxSize = 16
 type outgoing struct {
 	m  proto.Message
 	fd int // a duplicate the writer closes once sent, or -1
+	// flushed, when set, marks no message: the writer closes it once
+	// everything queued before it is written (an upgrade waits for that).
+	flushed chan struct{}
 }
 
 // workerProcess is the real process behind a worker. Its channel is
@@ -29,6 +32,12 @@ type workerProcess struct {
 	// released is touched only by the supervisor goroutine, as are send
 	// and release.
 	released bool
+
+	// hooks are what its readers report to; readerDone and notifyDone are
+	// closed when they return (an upgrade stops them, upgrade_process.go).
+	hooks      workerHooks
+	readerDone chan struct{}
+	notifyDone chan struct{}
 }
 
 func (p *workerProcess) pid() int { return p.id }
@@ -56,6 +65,10 @@ func (p *workerProcess) send(m proto.Message, fd int) {
 
 func (p *workerProcess) writeChannel() {
 	for out := range p.outbox {
+		if out.flushed != nil {
+			close(out.flushed)
+			continue
+		}
 		p.conn.Send(out.m, out.fd)
 		if out.fd >= 0 {
 			unix.Close(out.fd)
@@ -63,18 +76,45 @@ func (p *workerProcess) writeChannel() {
 	}
 }
 
-// readChannel delivers the worker's messages until its channel closes.
-func (p *workerProcess) readChannel(hooks workerHooks) {
+// readChannel delivers the worker's messages until its channel closes or
+// is interrupted (proto.Conn.Interrupt).
+func (p *workerProcess) readChannel() {
+	defer close(p.readerDone)
 	for {
 		m, fd, err := p.conn.Receive()
 		if errors.Is(err, proto.ErrMalformed) {
-			hooks.malformed(err)
+			p.hooks.malformed(err)
 			continue
 		}
 		if err != nil {
 			return
 		}
-		hooks.message(m, fd)
+		p.hooks.message(m, fd)
+	}
+}
+
+// serveNotify delivers the worker's sd_notify messages until its notify
+// socket closes or is interrupted.
+func (p *workerProcess) serveNotify() {
+	defer close(p.notifyDone)
+	p.notify.serve(p.id, p.hooks.notify, p.hooks.notifyRejected)
+}
+
+// readWith readies p to report to hooks; listen then starts its readers.
+// Both happen before the supervisor can see p, which may stop the
+// readers (an upgrade) as soon as it does.
+func (p *workerProcess) readWith(hooks workerHooks) {
+	p.hooks = hooks
+	p.readerDone = make(chan struct{})
+	if p.notify != nil {
+		p.notifyDone = make(chan struct{})
+	}
+}
+
+func (p *workerProcess) listen() {
+	go p.readChannel()
+	if p.notify != nil {
+		go p.serveNotify()
 	}
 }
 

@@ -448,11 +448,11 @@ func TestFakeReloadStorm(t *testing.T) {
 // respawnDelay returns the delay of slot's scheduled respawn.
 func (h *harness) respawnDelay(slot int) time.Duration {
 	h.t.Helper()
-	t, ok := h.s.respawns[slot].(*fakeTimer)
+	t, ok := h.s.respawns[slot].(*dueTimer)
 	if !ok {
 		h.t.Fatalf("slot %d has no respawn scheduled", slot)
 	}
-	return t.at.Sub(h.sys.clock)
+	return t.due.Sub(h.sys.clock)
 }
 
 func TestFakeRespawnPacingAndBackoff(t *testing.T) {

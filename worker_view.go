@@ -85,4 +85,11 @@ type Status struct {
 	// Sticky, when Options.Sticky is on, gives each slot's share of the
 	// client address buckets.
 	Sticky *StickyStatus `json:"sticky,omitempty"`
+	// Version is the running master's build (its module version or the
+	// one set at link time, and its VCS revision).
+	Version string `json:"version,omitempty"`
+	// Upgrades counts the upgrades in place (Cluster.Upgrade) this master
+	// process went through; Upgraded is when the last one finished.
+	Upgrades int       `json:"upgrades,omitempty"`
+	Upgraded time.Time `json:"upgraded,omitzero"`
 }

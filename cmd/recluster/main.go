@@ -8,6 +8,8 @@
 //	recluster status [--json]
 //	recluster scale N|+N|-N
 //	recluster stop
+//	recluster upgrade
+//	recluster version
 //
 // Run recluster help for the details.
 package main
@@ -17,7 +19,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
+
+	"github.com/recluster-go/recluster"
 )
 
 // Exit statuses.
@@ -54,13 +59,17 @@ Commands:
   scale N|+N|-N                     set the number of workers, or add or
                                     remove some
   stop                              stop the workers gracefully, then the master
+  upgrade                           re-execute the master from its binary on
+                                    disk, in place: same pid, same sockets,
+                                    the workers keep running
+  version                           print this binary's version
   completion bash|zsh|fish          print a shell completion script
   man                               print the manual page (roff)
   unit [--socket] [RUN FLAGS] -- PROGRAM
                                     print a systemd unit for that run command
   help [COMMAND]                    show the help of a command
 
-reload, restart, status, top, scale and stop talk to a running master through its control
+reload, restart, status, top, scale, stop and upgrade talk to a running master through its control
 socket; give it with --control PATH or RECLUSTER_CONTROL. The default is
 $XDG_RUNTIME_DIR/recluster.sock, or recluster-UID/control.sock in $TMPDIR
 (/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
@@ -77,8 +86,14 @@ Examples:
 Run 'recluster help run' for the flags of run.
 `
 
+// The main goroutine stays on the main thread, which forks every worker
+// and makes an upgrade's exec (see recluster.ServeMainThread).
+func init() { runtime.LockOSThread() }
+
 func main() {
-	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+	code := exitFailure
+	recluster.ServeMainThread(func() { code = realMain(os.Args[1:], os.Stdout, os.Stderr) })
+	os.Exit(code)
 }
 
 // realMain runs the command line args and returns the exit status.
@@ -110,13 +125,17 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = unitCommand(rest, stdout)
 	case "top":
 		err = topCommand(rest, stdout)
+	case "upgrade":
+		err = upgradeCommand(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		err = versionCommand(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		err = helpCommand(rest, stdout)
 	default:
 		if strings.HasPrefix(cmd, "-") {
 			err = usagef("%s is not a command; flags come after the command, as in recluster run %s ... (see recluster --help)", cmd, cmd)
 		} else {
-			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, top, completion, man, unit and help (see recluster --help)", cmd)
+			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, top, upgrade, version, completion, man, unit and help (see recluster --help)", cmd)
 		}
 	}
 	return report(err, stderr)
@@ -167,6 +186,8 @@ var commandUsage = map[string]string{
 	"status":     statusUsage,
 	"scale":      scaleUsage,
 	"stop":       stopUsage,
+	"upgrade":    upgradeUsage,
+	"version":    versionUsage,
 }
 
 func helpCommand(args []string, stdout io.Writer) error {
@@ -183,7 +204,7 @@ func helpCommand(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, mainUsage)
 			return nil
 		}
-		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, top, completion, man and unit", args[0])
+		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, top, upgrade, version, completion, man and unit", args[0])
 	}
 	return usagef("help takes one command name, not %d words", len(args))
 }

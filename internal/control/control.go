@@ -37,6 +37,9 @@ const (
 	// CmdStop stops the cluster gracefully; the final answer comes once
 	// every worker has exited.
 	CmdStop = "stop"
+	// CmdUpgrade re-executes the master in place (Cluster.Upgrade); the
+	// final answer comes from the new master, on the same connection.
+	CmdUpgrade = "upgrade"
 )
 
 // MaxRequest bounds a request line.
@@ -77,7 +80,9 @@ type Response struct {
 // use.
 type Status struct {
 	recluster.Status
-	MasterPID int      `json:"master_pid"`
+	MasterPID int `json:"master_pid"`
+	// MasterExe is what /proc/<pid>/exe names: the file the master runs.
+	MasterExe string   `json:"master_exe,omitempty"`
 	Program   string   `json:"program,omitempty"`
 	Addrs     []string `json:"addrs"`
 	// Workers shadows recluster.Status.Workers with the resource figures.

@@ -195,6 +195,12 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 			return m, fd, nil
 		}
 		if c.readErr != nil {
+			if errors.Is(c.readErr, os.ErrDeadlineExceeded) {
+				// Interrupt's doing: the channel is still good.
+				err := c.readErr
+				c.readErr = nil
+				return Message{}, -1, err
+			}
 			for _, fd := range c.fds {
 				unix.Close(fd)
 			}
@@ -259,6 +265,27 @@ func truncate(b []byte) []byte {
 	}
 	return b
 }
+
+// Interrupt makes a Receive in progress (or the next one) return an error
+// wrapping os.ErrDeadlineExceeded once it has returned every complete line
+// already read, so that the channel can change hands (a master's upgrade in
+// place) without losing a message; Resume undoes it.
+func (c *Conn) Interrupt() { c.uc.SetReadDeadline(time.Now()) }
+
+// Resume lets Receive wait for input again after Interrupt.
+func (c *Conn) Resume() { c.uc.SetReadDeadline(time.Time{}) }
+
+// Buffered returns the bytes read from the socket and not returned by
+// Receive yet: the start of a line whose end has not arrived. It must not
+// be called while a Receive is in progress.
+func (c *Conn) Buffered() []byte { return bytes.Clone(c.buf) }
+
+// Unread puts bytes taken with Buffered (by another Conn on the same
+// socket, maybe in another process) back before what the socket holds.
+func (c *Conn) Unread(b []byte) { c.buf = append(bytes.Clone(b), c.buf...) }
+
+// SyscallConn gives access to the channel's descriptor.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn() }
 
 // Close closes the channel; a Receive in progress returns an error, and
 // releases the descriptors that nobody claimed.

@@ -109,3 +109,64 @@ func TestDiscardFDsClosesWhatAWorkerSends(t *testing.T) {
 		t.Fatalf("%d descriptors kept", len(master.fds))
 	}
 }
+
+// An interrupted Receive returns the complete lines first, then a deadline
+// error; the partial line it read moves to another Conn with Buffered and
+// Unread, and nothing is lost.
+func TestInterruptHandsOverPartialLine(t *testing.T) {
+	master, child := pair(t)
+	write := func(s string) {
+		t.Helper()
+		if _, err := child.uc.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"cmd":"ready"}` + "\n" + `{"cmd":"sta`)
+	if m, _, err := master.Receive(); err != nil || m.Cmd != CmdReady {
+		t.Fatalf("first message: %+v, %v", m, err)
+	}
+	master.Interrupt()
+	if _, _, err := master.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("interrupted Receive: %v, want a deadline error", err)
+	}
+	pending := master.Buffered()
+	if string(pending) != `{"cmd":"sta` {
+		t.Fatalf("Buffered = %q", pending)
+	}
+	// Another Conn on the same socket, as the upgraded master has.
+	dupFD := -1
+	rc, err := master.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) { dupFD, err = unix.Dup(int(fd)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := NewConn(dupFD, "next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	next.Unread(pending)
+	write(`tus","status":"x"}` + "\n")
+	if m, _, err := next.Receive(); err != nil || m.Cmd != CmdStatus || m.Status != "x" {
+		t.Fatalf("the line begun before the hand-over: %+v, %v", m, err)
+	}
+}
+
+// A failed hand-over resumes the interrupted Conn, which still works.
+func TestResumeAfterInterrupt(t *testing.T) {
+	master, child := pair(t)
+	master.Interrupt()
+	if _, _, err := master.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("interrupted Receive: %v, want a deadline error", err)
+	}
+	master.Resume()
+	if err := child.Send(Message{Cmd: CmdHeartbeat}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if m, _, err := master.Receive(); err != nil || m.Cmd != CmdHeartbeat {
+		t.Fatalf("after Resume: %+v, %v", m, err)
+	}
+}
