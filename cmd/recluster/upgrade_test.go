@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/recluster-go/recluster/internal/control"
+)
+
+// upgradedVersion is the version linked into the second build that the
+// upgrade tests switch to and from.
+const upgradedVersion = "v0.0.0-upgrade-test"
+
+var (
+	otherBuild     sync.Once
+	otherBin       string
+	otherBuildErr  error
+	firstVersion   string
+	firstVersionMu sync.Mutex
+)
+
+// upgradeBinaries returns a directory that all users can reach, holding
+// "recluster", a copy of the test build that a master is started from,
+// and the paths of the two builds a deploy puts there: the test build and
+// one linked with upgradedVersion; and the test build's version.
+func upgradeBinaries(t *testing.T) (dir, first, second, version string) {
+	t.Helper()
+	otherBuild.Do(func() {
+		otherBin = filepath.Join(filepath.Dir(reclusterBin), "recluster-upgraded")
+		// Without -race: the test build, which the masters also run, has
+		// the race detector, and one more race build would cost a minute.
+		cmd := exec.Command("go", "build", "-o", otherBin, "-ldflags", "-X github.com/recluster-go/recluster/internal/buildinfo.Version="+upgradedVersion, ".")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			otherBuildErr = fmt.Errorf("building the upgraded recluster: %v\n%s", err, out)
+		}
+		v, err := exec.Command(reclusterBin, "version").Output()
+		if err != nil {
+			otherBuildErr = err
+		}
+		firstVersion = strings.TrimPrefix(strings.TrimSpace(string(v)), "recluster ")
+	})
+	if otherBuildErr != nil {
+		t.Fatal(otherBuildErr)
+	}
+	base, err := os.MkdirTemp("", "recluster-upgrade-test-") // t.TempDir is not reachable by other users
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(reclusterBin), 0o755)
+	deploy(t, reclusterBin, filepath.Join(base, "recluster"))
+	return base, reclusterBin, otherBin, firstVersion
+}
+
+// deploy puts a copy of src at dst the way deploys do: a new file renamed
+// over the old one, which a running master keeps as a deleted file.
+func deploy(t *testing.T, src, dst string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawLoad is a load of HTTP requests that never retries: each client
+// sends a request, reads the answer, and counts any error as a failure.
+type rawLoad struct {
+	mu       sync.Mutex
+	ok       int
+	failures []string
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func startRawLoad(addr string, clients int, keepAlive bool) *rawLoad {
+	l := &rawLoad{stop: make(chan struct{})}
+	for i := 0; i < clients; i++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			var conn net.Conn
+			var br *bufio.Reader
+			defer func() {
+				if conn != nil {
+					conn.Close()
+				}
+			}()
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				err := func() error {
+					if conn == nil {
+						c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+						if err != nil {
+							return err
+						}
+						conn, br = c, bufio.NewReader(c)
+					}
+					conn.SetDeadline(time.Now().Add(10 * time.Second))
+					header := "keep-alive"
+					if !keepAlive {
+						header = "close"
+					}
+					if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: t\r\nConnection: "+header+"\r\n\r\n"); err != nil {
+						return err
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						return err
+					}
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+					if resp.Close || !keepAlive {
+						conn.Close()
+						conn = nil
+					}
+					return err
+				}()
+				l.mu.Lock()
+				if err != nil {
+					l.failures = append(l.failures, err.Error())
+					if conn != nil {
+						conn.Close()
+						conn = nil
+					}
+				} else {
+					l.ok++
+				}
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+func (l *rawLoad) finish() (ok int, failures []string) {
+	close(l.stop)
+	l.wg.Wait()
+	return l.ok, l.failures
+}
+
+func workerPIDs(st *control.Status) map[int]int {
+	pids := map[int]int{}
+	for _, w := range st.Workers {
+		pids[w.Slot] = w.PID
+	}
+	return pids
+}
+
+// upgrade runs recluster upgrade against m and fails the test unless it
+// succeeds.
+func (m *runningMaster) upgrade() string {
+	m.t.Helper()
+	out, errOut, code := cli(m.t, nil, "upgrade", "--control", m.ctl)
+	if code != 0 {
+		m.t.Fatalf("upgrade: exit %d: %s %s", code, out, errOut)
+	}
+	return out
+}
+
+// Under load in both modes, ten upgrades in a row, each after a deploy
+// replaced the binary: no request fails, the master and every worker keep
+// their pids, the master runs the new file and says so. Workers run as
+// another user when the test runs as root, say READY=1 over their notify
+// sockets, and the metrics listener survives. Then a reload works, and a
+// stop leaves nothing behind.
+func TestUpgradeInPlaceUnderLoad(t *testing.T) {
+	dir, first, second, firstVer := upgradeBinaries(t)
+	bin := filepath.Join(dir, "recluster")
+	ctl := filepath.Join(dir, "ctl.sock")
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	args := []string{bin, "run", "--control", ctl, "-w", "3", "--listen", "127.0.0.1:0", "--metrics", metricsAddr,
+		"--ready-when", "ready", "--env", "SDWORKER_NOTIFY=1"}
+	if os.Geteuid() == 0 {
+		args = append(args, "--user", "nobody")
+	}
+	m := startProcess(t, ctl, append(args, "--", sdworkerBin), nil)
+	m.waitControl()
+	st := m.waitAllActive(20 * time.Second)
+	masterPID := m.cmd.Process.Pid
+	pids := workerPIDs(st)
+	addr := m.httpAddr()
+
+	keepAlive := startRawLoad(addr, 4, true)
+	fresh := startRawLoad(addr, 4, false)
+	builds := []struct{ path, version string }{{second, upgradedVersion}, {first, firstVer}}
+	for i := 0; i < 10; i++ {
+		build := builds[i%2]
+		deploy(t, build.path, bin)
+		out := m.upgrade()
+		if !strings.Contains(out, "master pid "+strconv.Itoa(masterPID)) || !strings.Contains(out, build.version) {
+			t.Errorf("upgrade %d answered %q", i+1, out)
+		}
+		st := m.status()
+		if st.MasterPID != masterPID || st.Version != build.version || st.Upgrades != i+1 || st.Upgraded.IsZero() {
+			t.Fatalf("after upgrade %d: master pid %d version %q upgrades %d (want pid %d, %q, %d)", i+1, st.MasterPID, st.Version, st.Upgrades, masterPID, build.version, i+1)
+		}
+		if got := workerPIDs(st); fmt.Sprint(got) != fmt.Sprint(pids) {
+			t.Fatalf("after upgrade %d the workers are %v, want %v", i+1, got, pids)
+		}
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(masterPID) + "/exe"); err != nil || exe != bin {
+			t.Fatalf("after upgrade %d /proc/<master>/exe is %q (%v), want %s", i+1, exe, err, bin)
+		}
+	}
+	ok1, failed1 := keepAlive.finish()
+	ok2, failed2 := fresh.finish()
+	if len(failed1)+len(failed2) > 0 || ok1 == 0 || ok2 == 0 {
+		t.Fatalf("under 10 upgrades: keep-alive %d ok, failures %v; new connections %d ok, failures %v", ok1, failed1, ok2, failed2)
+	}
+	t.Logf("10 upgrades: %d keep-alive and %d new-connection requests, none failed", ok1, ok2)
+
+	resp, err := httpClient.Get("http://" + metricsAddr + "/status")
+	if err != nil {
+		t.Fatalf("the metrics listener did not survive the upgrades: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"upgrades": 10`) && !strings.Contains(string(body), `"upgrades":10`) {
+		t.Errorf("/status after 10 upgrades: %s", body)
+	}
+
+	if out, errOut, code := cli(t, nil, "reload", "--control", ctl); code != 0 || !strings.Contains(out, "generation 2 is active") {
+		t.Fatalf("reload after the upgrades: exit %d: %s %s", code, out, errOut)
+	}
+	st = m.waitAllActive(20 * time.Second)
+	if st.Generation != 2 {
+		t.Fatalf("generation %d after the reload", st.Generation)
+	}
+	all := append(mapValues(pids), mapValues(workerPIDs(st))...)
+	if _, errOut, code := cli(t, nil, "stop", "--control", ctl); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	if code := m.waitExit(20 * time.Second); code != 0 {
+		t.Fatalf("the master exited %d after the upgrades", code)
+	}
+	if _, err := os.Lstat(ctl); err == nil {
+		t.Error("the control socket is left behind after the stop")
+	}
+	for _, pid := range all {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("worker pid %d is still running after the stop", pid)
+		}
+	}
+}
+
+func mapValues(m map[int]int) []int {
+	var out []int
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// A new binary that fails its pre-flight check is refused with its own
+// error; the old master goes on serving and obeying. So is an upgrade in
+// the middle of a reload.
+func TestUpgradeRefused(t *testing.T) {
+	dir, first, _, _ := upgradeBinaries(t)
+	bin := filepath.Join(dir, "recluster")
+	ctl := filepath.Join(dir, "ctl.sock")
+	script := workerScript(t, "export SDWORKER_NOTIFY=1")
+	m := startProcess(t, ctl, []string{bin, "run", "--control", ctl, "-w", "2", "--listen", "127.0.0.1:0",
+		"--ready-when", "ready", "--ready-timeout", "3s", "--", script}, nil)
+	m.waitControl()
+	st := m.waitAllActive(20 * time.Second)
+	pids := workerPIDs(st)
+	addr := m.httpAddr()
+
+	broken := filepath.Join(dir, "broken")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'this build is broken: libfoo.so.3 is missing' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deploy(t, broken, bin)
+	out, errOut, code := cli(t, nil, "upgrade", "--control", ctl)
+	if code != 1 || !strings.Contains(errOut, "upgrade refused") || !strings.Contains(errOut, "libfoo.so.3 is missing") || !strings.Contains(errOut, "exit status 3") {
+		t.Fatalf("upgrade to a broken binary: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	st = m.status()
+	if st.MasterPID != m.cmd.Process.Pid || st.Upgrades != 0 || fmt.Sprint(workerPIDs(st)) != fmt.Sprint(pids) {
+		t.Fatalf("a refused upgrade changed the master: %+v", st)
+	}
+	get(t, addr, "/")
+	deploy(t, first, bin)
+
+	// A reload whose workers never get ready keeps the reload in progress
+	// until --ready-timeout.
+	writeScript(t, script, sdworkerScript("export SDWORKER_NOTIFY=0"))
+	if _, errOut, code := cli(t, nil, "reload", "--no-wait", "--control", ctl); code != 0 {
+		t.Fatalf("reload --no-wait: %d %s", code, errOut)
+	}
+	m.waitFor(10*time.Second, "the reload to start", func() bool { return m.status().Reloading != 0 })
+	_, errOut, code = cli(t, nil, "upgrade", "--control", ctl)
+	if code != 1 || !strings.Contains(errOut, "a reload to generation 2 is in progress") {
+		t.Fatalf("upgrade during a reload: exit %d, stderr %q", code, errOut)
+	}
+	m.waitFor(20*time.Second, "the reload to be aborted", func() bool { return m.status().Reloading == 0 })
+	writeScript(t, script, sdworkerScript("export SDWORKER_NOTIFY=1"))
+	m.upgrade()
+	if got := workerPIDs(m.waitAllActive(20 * time.Second)); fmt.Sprint(got) != fmt.Sprint(pids) {
+		t.Fatalf("workers after the refusals and an upgrade: %v, want %v", got, pids)
+	}
+	if _, errOut, code := cli(t, nil, "stop", "--control", ctl); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	m.waitExit(20 * time.Second)
+}
+
+// A worker that exits while the master is being replaced (here: killed by
+// the new "binary", a script that the master executes, before it hands
+// over to the real one) is reaped by the new master and respawned; the
+// others are kept.
+func TestUpgradeReapsAWorkerThatExitedDuringTheExec(t *testing.T) {
+	dir, first, _, _ := upgradeBinaries(t)
+	bin := filepath.Join(dir, "recluster")
+	ctl := filepath.Join(dir, "ctl.sock")
+	m := startProcess(t, ctl, []string{bin, "run", "--control", ctl, "-w", "3", "--listen", "127.0.0.1:0",
+		"--ready-when", "ready", "--respawn", "50ms", "--env", "SDWORKER_NOTIFY=1", "--", sdworkerBin}, nil)
+	m.waitControl()
+	st := m.waitAllActive(20 * time.Second)
+	pids := workerPIDs(st)
+	victimFile := filepath.Join(dir, "victim")
+	os.WriteFile(victimFile, []byte(strconv.Itoa(pids[1])), 0o644)
+	wrapper := filepath.Join(dir, "wrapper")
+	// Only in the exec itself (the state descriptor is set), not in the
+	// pre-flight check.
+	body := fmt.Sprintf("#!/bin/sh\nif [ -n \"$RECLUSTER_UPGRADE_STATE_FD\" ]; then kill -9 $(cat %s); fi\nexec %s \"$@\"\n", victimFile, first)
+	if err := os.WriteFile(wrapper, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deploy(t, wrapper, bin)
+	m.upgrade()
+	m.waitFor(20*time.Second, "slot 1 to be respawned", func() bool {
+		st = m.status()
+		got := workerPIDs(st)
+		_, all := activeSet(st)
+		return all && got[1] != pids[1]
+	})
+	got := workerPIDs(st)
+	if got[0] != pids[0] || got[2] != pids[2] {
+		t.Fatalf("workers after the upgrade %v, want slots 0 and 2 kept from %v", got, pids)
+	}
+	if st.Workers[1].Restarts != 1 {
+		t.Errorf("slot 1 restarts %d, want 1", st.Workers[1].Restarts)
+	}
+	if !strings.Contains(m.stderr.String(), "pid="+strconv.Itoa(pids[1])) || !strings.Contains(m.stderr.String(), "signal=killed") {
+		t.Errorf("the new master did not report the exit of pid %d", pids[1])
+	}
+	deploy(t, first, bin)
+	m.upgrade()
+	m.signal(syscall.SIGTERM)
+	if code := m.waitExit(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
