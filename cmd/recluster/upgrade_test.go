@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -375,6 +376,66 @@ func TestUpgradeReapsAWorkerThatExitedDuringTheExec(t *testing.T) {
 	deploy(t, first, bin)
 	m.upgrade()
 	m.signal(syscall.SIGTERM)
+	if code := m.waitExit(20 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// A master whose socket systemd passed in (systemd-socket-activate here)
+// keeps it across an upgrade, tells systemd RELOADING=1 and then READY=1,
+// and stays the main pid.
+func TestUpgradeSocketActivated(t *testing.T) {
+	activate, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("systemd-socket-activate is not installed; .ci/run installs the systemd package")
+		}
+		t.Skip("systemd-socket-activate is not installed (Debian: apt-get install systemd); skipping")
+	}
+	dir, _, second, _ := upgradeBinaries(t)
+	bin := filepath.Join(dir, "recluster")
+	notifyPath := filepath.Join(dir, "notify.sock")
+	expect := fakeSystemdNotify(t, notifyPath)
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	ctl := filepath.Join(dir, "ctl.sock")
+	m := startProcess(t, ctl, []string{activate, "-l", addr, "--fdname=web", "-E", "NOTIFY_SOCKET=" + notifyPath,
+		bin, "run", "--control", ctl, "-w", "2", "--listen", "web=" + addr, "--ready-when", "ready",
+		"--env", "SDWORKER_NOTIFY=1", "--", sdworkerBin}, nil)
+	// systemd-socket-activate starts the master on the first connection.
+	go func() {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			resp, err := httpClient.Get("http://" + addr + "/")
+			if err == nil {
+				resp.Body.Close()
+			}
+			if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+				return
+			}
+		}
+	}()
+	m.waitControl()
+	st := m.waitAllActive(20 * time.Second)
+	expect("READY=1")
+	pids := workerPIDs(st)
+	deploy(t, second, bin)
+	m.upgrade()
+	expect("RELOADING=1")
+	if ready := expect("READY=1"); !strings.Contains(ready, "MAINPID="+strconv.Itoa(m.cmd.Process.Pid)) {
+		t.Errorf("READY after the upgrade %q does not keep the master as the main pid", ready)
+	}
+	st = m.status()
+	if len(st.Addrs) != 1 || st.Addrs[0] != "tcp:"+addr || st.Version != upgradedVersion || fmt.Sprint(workerPIDs(st)) != fmt.Sprint(pids) {
+		t.Fatalf("after the upgrade: addrs %v version %q workers %v (want %s, %s, %v)", st.Addrs, st.Version, workerPIDs(st), addr, upgradedVersion, pids)
+	}
+	get(t, addr, "/")
+	if _, errOut, code := cli(t, nil, "reload", "--control", ctl); code != 0 {
+		t.Fatalf("reload after the upgrade: %d %s", code, errOut)
+	}
+	if got := get(t, addr, "/"); !strings.Contains(got, "gen=2") {
+		t.Fatalf("after the reload: %q", got)
+	}
+	m.signal(syscall.SIGTERM)
+	expect("STOPPING=1")
 	if code := m.waitExit(20 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
