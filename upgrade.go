@@ -478,7 +478,9 @@ func (s *supervisor) adoptWorker(sw stateWorker, sys *osSystem, now time.Time, e
 	w := &Worker{
 		slot: sw.Slot, pid: sw.PID, gen: sw.Gen, state: sw.State,
 		started:  now.Add(-sw.Age - elapsed),
-		lastBeat: now.Add(-sw.BeatAgo - elapsed),
+		// The frozen time does not count against the heartbeat: the
+		// worker's heartbeats wait in its channel meanwhile.
+		lastBeat: now.Add(-sw.BeatAgo),
 		retiring: sw.Retiring, retireAsked: sw.RetireAsked, killed: sw.Killed, listening: sw.Listening,
 		maxAge: sw.MaxAge, status: sw.Status, readyTimer: stoppedTimer{},
 	}

@@ -69,10 +69,10 @@ Commands:
                                     print a systemd unit for that run command
   help [COMMAND]                    show the help of a command
 
-reload, restart, status, top, scale, stop and upgrade talk to a running master through its control
-socket; give it with --control PATH or RECLUSTER_CONTROL. The default is
-$XDG_RUNTIME_DIR/recluster.sock, or recluster-UID/control.sock in $TMPDIR
-(/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
+reload, restart, status, top, scale, stop and upgrade talk to a running
+master through its control socket; give it with --control PATH or
+RECLUSTER_CONTROL. The default is $XDG_RUNTIME_DIR/recluster.sock, or
+recluster-UID/control.sock in $TMPDIR (/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
 paths.
 
 Exit status: 0 on success, 1 when the operation failed, 2 for a usage error.
