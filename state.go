@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/recluster-go/recluster/internal/buildinfo"
@@ -235,6 +237,39 @@ func takeInheritedState() {
 		unix.CloseOnExec(fd)
 	}
 	inherited = st
+	holdSignals()
+}
+
+// heldSignals catches, in a master started by an upgrade, the signals an
+// operator or systemd sends (a reload, a stop) from init until the cluster
+// has adopted its workers: without it, a SIGHUP or SIGTERM that comes
+// before the program has called signal.Notify would end the process and,
+// with it, every worker. releaseHeldSignals sends them again once the
+// program's own handlers are in place.
+var heldSignals chan os.Signal
+
+var holdable = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU}
+
+func holdSignals() {
+	heldSignals = make(chan os.Signal, 32)
+	signal.Notify(heldSignals, holdable...)
+}
+
+func releaseHeldSignals() {
+	if heldSignals == nil {
+		return
+	}
+	signal.Stop(heldSignals)
+	for {
+		select {
+		case sig := <-heldSignals:
+			syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+		default:
+			heldSignals = nil
+			return
+		}
+	}
 }
 
 // descriptors lists every descriptor the state names.

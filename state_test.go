@@ -18,9 +18,9 @@ func sampleState() *upgradeState {
 		Restarts: map[int]int{0: 1}, Failures: map[int]int{1: 2}, Reloads: map[ReloadOutcome]int{ReloadCommitted: 3},
 		Respawns: map[int]time.Duration{1: 250 * time.Millisecond},
 		Pacer:    statePacer{Gap: time.Second, LastSpawnIn: -time.Second, LastCrashAgo: &ago},
-		Sockets: []stateSocket{{Key: "tcp 127.0.0.1:0 -1", Name: "http", Network: "tcp", Address: "127.0.0.1:0", FD: 7, Blocked: true}},
-		Passed:  []string{"tcp 127.0.0.1:0 -1"},
-		Bound:   map[string]string{"tcp :0": "[::]:4000"},
+		Sockets:  []stateSocket{{Key: "tcp 127.0.0.1:0 -1", Name: "http", Network: "tcp", Address: "127.0.0.1:0", FD: 7, Blocked: true}},
+		Passed:   []string{"tcp 127.0.0.1:0 -1"},
+		Bound:    map[string]string{"tcp :0": "[::]:4000"},
 		Workers: []stateWorker{
 			{Slot: 0, PID: 100, Gen: 4, State: WorkerActive, Age: time.Minute, ReadyAgo: &ready, Channel: 9, Pending: []byte(`{"cmd":"sta`), Notify: 10, NotifyPath: "/tmp/x/notify-1.sock"},
 			{Slot: 1, PID: 101, Gen: 3, State: WorkerDraining, KillIn: &ready, Channel: 11, Notify: -1},

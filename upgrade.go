@@ -87,8 +87,9 @@ func (i *Inheritance) PreviousVersion() string { return i.version }
 
 // upgradeRecord is what Status says about the upgrades.
 type upgradeRecord struct {
-	count int
-	at    time.Time
+	count  int
+	at     time.Time
+	frozen time.Duration
 }
 
 // masterBinary is the path this master was started from: argv[0] made
@@ -305,7 +306,6 @@ func (s *supervisor) finishUpgrade(op *upgradeOp) {
 			w.proc.(*workerProcess).resume()
 		}
 	}
-	s.log.Error(err.Error())
 	op.result <- err
 }
 
@@ -467,17 +467,18 @@ func (s *supervisor) adopt(st *upgradeState, result chan error) {
 	}
 	s.reconcile()
 	s.scheduleSweep()
+	s.upgraded.frozen = time.Duration(monotonicNow() - st.Taken)
 	result <- nil
 	// Exits that happened while nobody watched: they come as events.
 	go sys.reaper.reap()
-	s.log.Info("recluster: upgraded in place", "from", st.Version, "to", buildinfo.Read().String(), "workers", len(s.workers), "frozen_for", elapsed.Round(time.Millisecond).String())
+	s.log.Info("recluster: upgraded in place", "from", st.Version, "to", buildinfo.Read().String(), "workers", len(s.workers), "frozen_for", s.upgraded.frozen.Round(time.Millisecond).String())
 }
 
 // adoptWorker takes over one worker of the master before the upgrade.
 func (s *supervisor) adoptWorker(sw stateWorker, sys *osSystem, now time.Time, elapsed time.Duration) {
 	w := &Worker{
 		slot: sw.Slot, pid: sw.PID, gen: sw.Gen, state: sw.State,
-		started:  now.Add(-sw.Age - elapsed),
+		started: now.Add(-sw.Age - elapsed),
 		// The frozen time does not count against the heartbeat: the
 		// worker's heartbeats wait in its channel meanwhile.
 		lastBeat: now.Add(-sw.BeatAgo),
@@ -561,7 +562,7 @@ func (r *reaper) adopt(pid int, exited func(exitStatus)) {
 // upgradeStatus adds the master's version and upgrades to st.
 func (s *supervisor) upgradeStatus(st *Status) {
 	st.Version = buildVersion()
-	st.Upgrades, st.Upgraded = s.upgraded.count, s.upgraded.at
+	st.Upgrades, st.Upgraded, st.UpgradeFrozen = s.upgraded.count, s.upgraded.at, s.upgraded.frozen
 }
 
 var buildVersion = sync.OnceValue(func() string { return buildinfo.Read().String() })
@@ -569,6 +570,9 @@ var buildVersion = sync.OnceValue(func() string { return buildinfo.Read().String
 // adoptOrFail adopts st, or fails Run with err, the reason the state
 // given to this process could not be read.
 func (s *supervisor) adoptOrFail(st *upgradeState, err error, result chan error) {
+	// The program's signal handlers are in place by now (Run comes after
+	// them): what came meanwhile goes to them.
+	defer releaseHeldSignals()
 	if err != nil {
 		s.startFailed = true
 		s.stop()

@@ -92,4 +92,8 @@ type Status struct {
 	// process went through; Upgraded is when the last one finished.
 	Upgrades int       `json:"upgrades,omitempty"`
 	Upgraded time.Time `json:"upgraded,omitzero"`
+	// UpgradeFrozen is how long the last upgrade held the master still:
+	// from taking its state to the new program's adoption of the workers
+	// (the exec and the new runtime's start included).
+	UpgradeFrozen time.Duration `json:"upgrade_frozen_ns,omitempty"`
 }

@@ -25,11 +25,10 @@ import (
 const upgradedVersion = "v0.0.0-upgrade-test"
 
 var (
-	otherBuild     sync.Once
-	otherBin       string
-	otherBuildErr  error
-	firstVersion   string
-	firstVersionMu sync.Mutex
+	otherBuild    sync.Once
+	otherBin      string
+	otherBuildErr error
+	firstVersion  string
 )
 
 // upgradeBinaries returns a directory that all users can reach, holding
@@ -255,6 +254,13 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 		t.Fatalf("generation %d after the reload", st.Generation)
 	}
 	all := append(mapValues(pids), mapValues(workerPIDs(st))...)
+	// The workers' notify sockets live in a directory that the first
+	// master made; the last one must remove it.
+	_, notifySocket, _ := strings.Cut(get(t, addr, "/info"), "NOTIFY_SOCKET=")
+	notifySocket, _, _ = strings.Cut(notifySocket, " ")
+	if notifySocket == "" {
+		t.Fatal("the worker has no NOTIFY_SOCKET")
+	}
 	if _, errOut, code := cli(t, nil, "stop", "--control", ctl); code != 0 {
 		t.Fatalf("stop: exit %d: %s", code, errOut)
 	}
@@ -263,6 +269,9 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 	}
 	if _, err := os.Lstat(ctl); err == nil {
 		t.Error("the control socket is left behind after the stop")
+	}
+	if _, err := os.Lstat(filepath.Dir(notifySocket)); err == nil {
+		t.Errorf("the notify sockets' directory %s is left behind after the stop", filepath.Dir(notifySocket))
 	}
 	for _, pid := range all {
 		if err := syscall.Kill(pid, 0); err == nil {
