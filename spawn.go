@@ -236,18 +236,21 @@ func startProcess(argv0 string, argv []string, attr *syscall.ProcAttr) (pid int,
 	forkedElsewhere.Store(true)
 	spawnOnce.Do(func() {
 		spawnRequests = make(chan spawnRequest)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
-			for r := range spawnRequests {
-				pid, _, err := syscall.StartProcess(r.argv0, r.argv, r.attr)
-				r.reply <- spawnResult{pid, err}
-			}
-		}()
+		go forkThread()
 	})
 	reply := make(chan spawnResult, 1)
 	spawnRequests <- spawnRequest{argv0, argv, attr, reply}
 	r := <-reply
 	return r.pid, r.err
+}
+
+// forkThread serves spawnRequests from a thread of its own, for good.
+func forkThread() {
+	runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+	for r := range spawnRequests {
+		pid, _, err := syscall.StartProcess(r.argv0, r.argv, r.attr)
+		r.reply <- spawnResult{pid, err}
+	}
 }
 
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })

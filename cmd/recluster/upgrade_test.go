@@ -449,3 +449,26 @@ func TestUpgradeSocketActivated(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 }
+
+func TestVersionCommand(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		var out, errOut strings.Builder
+		if code := realMain(args, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "recluster ") {
+			t.Errorf("recluster %v: exit %d, stdout %q, stderr %q", args, code, out.String(), errOut.String())
+		}
+	}
+	var out, errOut strings.Builder
+	if code := realMain([]string{"version", "extra"}, &out, &errOut); code != exitUsage {
+		t.Errorf("recluster version extra: exit %d, want %d", code, exitUsage)
+	}
+	got, err := exec.Command(upgradedBuild(t), "version").Output()
+	if err != nil || !strings.Contains(string(got), upgradedVersion) {
+		t.Errorf("a build linked with -X ...buildinfo.Version=%s says %q (%v)", upgradedVersion, got, err)
+	}
+}
+
+func upgradedBuild(t *testing.T) string {
+	t.Helper()
+	_, _, second, _ := upgradeBinaries(t)
+	return second
+}
