@@ -2,6 +2,7 @@ package recluster
 
 import (
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -27,7 +28,7 @@ const (
 )
 
 // awaitAccepting marks w ready once it waits for connections on one of
-// the sockets it inherited, watching it from a goroutine of its own.
+// the sockets it inherited, as the cluster's accept watcher finds.
 func (s *supervisor) awaitAccepting(w *Worker, sockets []*ownedSocket) {
 	inodes := map[uint64]bool{}
 	for _, sock := range sockets {
@@ -35,43 +36,141 @@ func (s *supervisor) awaitAccepting(w *Worker, sockets []*ownedSocket) {
 			inodes[ino] = true
 		}
 	}
+	if s.accepts == nil {
+		s.accepts = &acceptWatcher{post: s.post, done: s.c.done, wake: make(chan struct{}, 1)}
+		go s.accepts.run()
+	}
 	stop := make(chan struct{})
 	w.stopAcceptWatch = func() { close(stop) }
-	deadline := time.Now().Add(s.opts.ReadyTimeout)
-	done := s.c.done
-	go func() {
-		delay := acceptPollFirst
-		for {
-			ok, err := acceptingOn(w.pid, inodes)
-			var why *undetectable
-			switch {
-			case ok:
-				s.post(func(s *supervisor) {
-					if s.alive(w) {
-						s.markReady(w)
-					}
-				})
-				return
-			case errors.As(err, &why) || len(inodes) == 0:
-				reason := "the master could not identify its own sockets"
-				if why != nil {
-					reason = why.reason
+	now := time.Now()
+	s.accepts.add(&acceptWatch{w: w, pid: w.pid, inodes: inodes, stop: stop,
+		next: now, delay: acceptPollFirst, deadline: now.Add(s.opts.ReadyTimeout)})
+}
+
+// acceptWatcher looks at every starting worker that inherited its sockets
+// until it waits for connections on one of them. One goroutine watches
+// them all, so that what it reads of /proc serves every worker at once:
+// the parents of all processes, which finding a worker's children takes,
+// are read at most once per acceptPollMax however many workers start
+// together, and a generation of N workers costs O(N + processes) per
+// round, not O(N × processes).
+type acceptWatcher struct {
+	post func(func(*supervisor))
+	done <-chan struct{} // the cluster's: the watcher ends with it
+
+	// mu guards inbox, the handover from the supervisor to run, which
+	// owns the watches from then on.
+	mu    sync.Mutex
+	inbox []*acceptWatch
+	wake  chan struct{}
+}
+
+// acceptWatch is one worker being watched; only run touches it once it is
+// added, and the supervisor ends it by closing stop.
+type acceptWatch struct {
+	w        *Worker // handed back to the supervisor, never read here
+	pid      int
+	inodes   map[uint64]bool
+	stop     chan struct{}
+	next     time.Time // when to look again
+	delay    time.Duration
+	deadline time.Time
+}
+
+func (a *acceptWatcher) add(aw *acceptWatch) {
+	a.mu.Lock()
+	a.inbox = append(a.inbox, aw)
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *acceptWatcher) run() {
+	var watches []*acceptWatch
+	var tree procTree
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		a.mu.Lock()
+		watches = append(watches, a.inbox...)
+		clear(a.inbox)
+		a.inbox = a.inbox[:0]
+		a.mu.Unlock()
+
+		now := time.Now()
+		var next time.Time
+		kept := watches[:0]
+		for _, aw := range watches {
+			if !aw.stopped() && (now.Before(aw.next) || !a.look(aw, now, &tree)) {
+				kept = append(kept, aw)
+				if next.IsZero() || aw.next.Before(next) {
+					next = aw.next
 				}
-				s.post(func(s *supervisor) { s.settleInstead(w, reason) })
-				return
-			case errors.Is(err, errProcessGone), time.Now().After(deadline):
-				return // its exit or its ready timeout tells the rest
 			}
-			select {
-			case <-time.After(delay):
-			case <-stop:
-				return
-			case <-done:
-				return
-			}
-			delay = min(2*delay, acceptPollMax)
 		}
-	}()
+		clear(watches[len(kept):])
+		watches = kept
+		if len(watches) == 0 {
+			tree = procTree{} // let the snapshot go while nobody starts
+		}
+
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-a.wake:
+		case <-timer.C:
+		case <-a.done:
+			return
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func (aw *acceptWatch) stopped() bool {
+	select {
+	case <-aw.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// look checks one worker and reports whether its watch is over.
+func (a *acceptWatcher) look(aw *acceptWatch, now time.Time, tree *procTree) bool {
+	ok, err := acceptingOn(aw.pid, aw.inodes, tree, now)
+	var why *undetectable
+	w := aw.w
+	switch {
+	case ok:
+		go a.post(func(s *supervisor) {
+			if s.alive(w) {
+				s.markReady(w)
+			}
+		})
+		return true
+	case errors.As(err, &why) || len(aw.inodes) == 0:
+		reason := "the master could not identify its own sockets"
+		if why != nil {
+			reason = why.reason
+		}
+		go a.post(func(s *supervisor) { s.settleInstead(w, reason) })
+		return true
+	case errors.Is(err, errProcessGone), now.After(aw.deadline):
+		return true // its exit or its ready timeout tells the rest
+	}
+	aw.next = now.Add(aw.delay)
+	aw.delay = min(2*aw.delay, acceptPollMax)
+	return false
 }
 
 // settleInstead falls back to readiness after Options.MinUptime, counted

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -31,12 +32,16 @@ const maxWaitFDs = 1 << 16
 // connections on one of the sockets: a socket in one of its epoll sets
 // (Go, Node/libuv, Python asyncio, nginx, Java NIO), or a thread blocked in
 // accept, poll or select on it (blocking servers, gunicorn's sync workers).
-// It returns an *undetectable error when /proc does not let the master see
-// this, and errProcessGone when pid has exited.
-func acceptingOn(pid int, inodes map[uint64]bool) (bool, error) {
-	for i, p := range processTree(pid) {
+// The worker itself is looked at first, its descendants (from tree) only
+// if it does not accept. It returns an *undetectable error when /proc does
+// not let the master see this, and errProcessGone when pid has exited.
+func acceptingOn(pid int, inodes map[uint64]bool, tree *procTree, now time.Time) (bool, error) {
+	if ok, err := processAccepting(pid, inodes); ok || err != nil {
+		return ok, err
+	}
+	for _, p := range tree.descendants(pid, now) {
 		ok, err := processAccepting(p, inodes)
-		if errors.Is(err, errProcessGone) && i > 0 {
+		if errors.Is(err, errProcessGone) {
 			continue // a child that exited meanwhile
 		}
 		if ok || err != nil {

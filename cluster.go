@@ -3,10 +3,19 @@
 // whole set for new code without failing a request.
 //
 // It is the Go successor of the Node.js library recluster: worker slots with
-// a zero-based WORKER_ID, readiness modes (Listening, Started, Ready), a
-// disconnect message to old workers, a kill timeout and respawn pacing with
-// exponential backoff. Worker programs use package
-// github.com/recluster-go/recluster/worker.
+// a zero-based WORKER_ID, readiness modes ([Listening], [Started], [Ready]),
+// a disconnect message to old workers, a kill timeout ([Options.Timeout])
+// and respawn pacing with exponential backoff ([Options.Respawn],
+// [Options.Backoff]). Worker programs written in Go use package
+// [github.com/recluster-go/recluster/worker]; any other program can speak
+// the protocol in docs/protocol.md, or run under the recluster command.
+//
+// [New] makes a [Cluster] of a program and [Options]; [Cluster.Run] starts
+// it, [Cluster.Reload] swaps every worker for a new one without failing a
+// request, [Cluster.Restart] does that for one slot, [Cluster.Scale]
+// changes the number of slots and [Cluster.Terminate] stops it.
+// [Cluster.Status] is a snapshot, and [Options.OnEvent] receives every
+// lifecycle [Event].
 //
 // One goroutine (the supervisor) owns all of a Cluster's state; the methods
 // send it requests and wait for its answers, so they are safe to call from
@@ -109,10 +118,23 @@ type Options struct {
 	// usual choice). Zero sends the message only, as the Node.js recluster does.
 	StopSignal syscall.Signal
 	// Stdout and Stderr receive the workers' output; nil means the master's
-	// own stdout and stderr, passed straight through.
+	// own stdout and stderr, passed straight through unless OutputFormat
+	// is set.
 	Stdout, Stderr io.Writer
-	// PrefixOutput labels each line of worker output with its slot and pid.
+	// OutputFormat, when set, makes the master read the workers' output
+	// and write it to Stdout and Stderr one whole line at a time, so that
+	// the lines of different workers never mix, in that format; it keeps
+	// the most recent lines for Output and FollowOutput. Lines longer than
+	// MaxOutputLine are cut into marked pieces. A slow Stdout slows the
+	// workers' writes, but one that takes nothing for a second has lines
+	// dropped, counted and reported, rather than stall them.
+	OutputFormat OutputFormat
+	// PrefixOutput, with OutputFormat unset, means OutputLabelled.
 	PrefixOutput bool
+	// OutputHistoryLines and OutputHistoryBytes bound the recent output
+	// lines the master keeps, when OutputFormat is set; defaults
+	// DefaultOutputHistoryLines and DefaultOutputHistoryBytes.
+	OutputHistoryLines, OutputHistoryBytes int
 
 	// Sockets are bound by the master before any worker starts and passed to
 	// every worker the systemd way: fds from 3, LISTEN_FDS, LISTEN_FDNAMES
@@ -159,6 +181,11 @@ type Options struct {
 	// is told to disconnect once the new one is ready, so no capacity is
 	// lost.
 	MaxRSS int64
+	// DisableHandoff keeps every idle keep-alive connection in its draining
+	// worker (Connection: close, grace, close) instead of handing it to a
+	// worker of the new generation, which workers built with package
+	// worker do by default (docs/protocol.md, "Connection handoff").
+	DisableHandoff bool
 	// MaxAge, when set, recycles a worker older than this the same way.
 	// Each worker's limit is shortened by a random jitter of up to 10% so
 	// that workers started together do not all recycle at once.
@@ -195,6 +222,7 @@ type Cluster struct {
 	sup   *supervisor   // touched only by the supervisor goroutine
 
 	defaultLog *asynclog.Handler // the queue behind the default Logger, if used
+	relay      *outputRelay      // reads the workers' output; nil when it passes straight through
 }
 
 // Errors that Reload and Terminate return.
@@ -226,8 +254,9 @@ func New(program string, opts Options) *Cluster {
 		log:        opts.Logger,
 		calls:      make(chan func(*supervisor)),
 		done:       make(chan struct{}),
+		relay:      newOutputRelay(opts),
 	}
-	c.sup = newSupervisor(c, newOSSystem(program, opts))
+	c.sup = newSupervisor(c, newOSSystem(program, opts, c.relay))
 	return c
 }
 
@@ -388,17 +417,39 @@ func (c *Cluster) Run() error {
 // the reload is aborted: the new generation is stopped, the old one keeps
 // serving, and the error names the slot and the cause. A Reload called while
 // another is in progress supersedes it (that one returns ErrSuperseded).
-func (c *Cluster) Reload(ctx context.Context) error {
+// With WithProbation it also waits for the new generation to stay up; with
+// WithProgress the caller follows each step.
+func (c *Cluster) Reload(ctx context.Context, opts ...ReloadOption) error {
+	var settings reloadSettings
+	for _, o := range opts {
+		o(&settings)
+	}
 	result := make(chan error, 1)
-	if !c.call(func(s *supervisor) { s.startReload(result) }) {
+	var t *reloadTrack
+	if !c.call(func(s *supervisor) { t = s.track(settings); s.startReload(result) }) {
 		return ErrNotRunning
 	}
 	select {
 	case err := <-result:
-		return err
+		if err != nil || t == nil {
+			return err
+		}
 	case <-ctx.Done():
 		c.call(func(s *supervisor) { s.abortReloadFor(result, fmt.Errorf("recluster: reload aborted: %w", ctx.Err())) })
-		return <-result
+		if err := <-result; err != nil {
+			return err
+		}
+	}
+	select {
+	case err := <-t.verdict: // decided at the commit when there is no probation
+		return err
+	default:
+	}
+	select {
+	case err := <-t.verdict:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("recluster: the reload committed, but its probation had not ended: %w", ctx.Err())
 	}
 }
 
@@ -498,13 +549,19 @@ func (c *Cluster) Status() Status {
 	c.call(func(s *supervisor) { st = s.status() })
 	// The processes' figures are read here, off the supervisor's loop,
 	// which must not wait on /proc for every worker of a large cluster.
-	for i := range st.Workers {
-		w := &st.Workers[i]
-		rss, cpu, _ := c.sup.sys.usage(w.PID)
-		w.RSSBytes, w.CPUSeconds = rss, cpu.Seconds()
+	pids := make([]int, len(st.Workers))
+	for i, w := range st.Workers {
+		pids[i] = w.PID
+	}
+	for i, u := range c.sup.sys.usage(pids) {
+		st.Workers[i].RSSBytes, st.Workers[i].CPUSeconds = u.rssBytes, u.cpu.Seconds()
 	}
 	return st
 }
+
+// Options returns the options the cluster runs with, defaults filled in
+// (a CLI tells its operator how long a drain may take from them).
+func (c *Cluster) Options() Options { return c.opts }
 
 // Done is closed once the cluster has been terminated (or failed to run).
 func (c *Cluster) Done() <-chan struct{} { return c.done }

@@ -30,6 +30,7 @@ const (
 	EventReloadStarted    EventKind = "reload-started"    // a new generation is starting
 	EventReloadCommitted  EventKind = "reload-committed"  // the new generation is active (Duration)
 	EventReloadAborted    EventKind = "reload-aborted"    // the new generation was dropped (Err)
+	EventReloadDrained    EventKind = "reload-drained"    // every worker a committed reload replaced has exited (Duration since the commit)
 	EventMessage          EventKind = "message"           // a worker sent something the master does not act on (Message)
 	EventStopped          EventKind = "stopped"           // the cluster has terminated
 	// EventMissed stands, in OnEvent's sequence only, where events were
@@ -54,7 +55,8 @@ type Event struct {
 	Signal syscall.Signal
 	// Delay is how long until a scheduled respawn.
 	Delay time.Duration
-	// Duration is how long a committed reload took.
+	// Duration is how long a committed reload took, or for
+	// EventReloadDrained how long its old generation took to go.
 	Duration time.Duration
 	Addr     net.Addr
 	Reason   string
@@ -85,7 +87,7 @@ func (e Event) Attrs() []slog.Attr {
 		}
 	case EventRespawnScheduled:
 		attrs = append(attrs, slog.String("delay", e.Delay.Round(time.Millisecond).String()))
-	case EventReloadCommitted:
+	case EventReloadCommitted, EventReloadDrained:
 		attrs = append(attrs, slog.String("took", e.Duration.Round(time.Millisecond).String()))
 	case EventMissed:
 		attrs = append(attrs, slog.Int("missed", e.Missed))

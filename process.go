@@ -2,20 +2,32 @@ package recluster
 
 import (
 	"errors"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/recluster-go/recluster/internal/proto"
 	"golang.org/x/sys/unix"
 )
 
-// outboxSize bounds the messages queued for one worker. A worker that
-// lets this many pile up has stopped reading its channel; what comes
+// outboxSize bounds the control messages queued for one worker. A worker
+// that lets this many pile up has stopped reading its channel; what comes
 // after is dropped, and its timeouts deal with it.
 const outboxSize = 16
+
+// handoffQueueSize bounds the handed connections queued for one worker,
+// apart from outboxSize: a reload hands a whole generation's idle
+// connections over at once, and none of them may push out a control
+// message, nor be dropped because of one.
+const handoffQueueSize = 1024
 
 type outgoing struct {
 	m  proto.Message
 	fd int // a duplicate the writer closes once sent, or -1
+	// handoff marks a handed connection, counted against handoffQueueSize.
+	handoff bool
+	// signal, when set, is sent to the process instead of a message.
+	signal syscall.Signal
 	// flushed, when set, marks no message: the writer closes it once
 	// everything queued before it is written (an upgrade waits for that).
 	flushed chan struct{}
@@ -28,10 +40,18 @@ type workerProcess struct {
 	id     int
 	conn   *proto.Conn
 	notify *notifySocket
-	outbox chan outgoing
-	// released is touched only by the supervisor goroutine, as are send
-	// and release.
+	// outbox is one queue in the order the supervisor sent, so that the
+	// worker sees a listen reply before the connections handed to that
+	// listener, and every handed connection before a disconnect (which it
+	// answers by handing back what it holds). Each kind has its own bound.
+	outbox         chan outgoing
+	queuedControl  atomic.Int32
+	queuedHandoffs atomic.Int32
+	// released is touched only by the supervisor goroutine, as are send,
+	// handOff and release; gone tells the writer, which must not signal a
+	// pid that has been reaped.
 	released bool
+	gone     atomic.Bool
 
 	// hooks are what its readers report to; readerDone and notifyDone are
 	// closed when they return (an upgrade stops them, upgrade_process.go).
@@ -40,39 +60,67 @@ type workerProcess struct {
 	notifyDone chan struct{}
 }
 
+func newOutbox() chan outgoing { return make(chan outgoing, outboxSize+handoffQueueSize) }
+
 func (p *workerProcess) pid() int { return p.id }
 
 func (p *workerProcess) send(m proto.Message, fd int) {
-	if p.released {
-		return
+	p.enqueue(outgoing{m: m, fd: fd}, &p.queuedControl, outboxSize)
+}
+
+// handOff queues a handed connection for the worker and reports whether
+// it was queued; the caller keeps its own copy of fd either way.
+func (p *workerProcess) handOff(m proto.Message, fd int) bool {
+	return p.enqueue(outgoing{m: m, fd: fd, handoff: true}, &p.queuedHandoffs, handoffQueueSize)
+}
+
+// enqueue queues out with a duplicate of its fd, unless queued already
+// holds bound messages of its kind.
+func (p *workerProcess) enqueue(out outgoing, queued *atomic.Int32, bound int32) bool {
+	if p.released || queued.Load() >= bound {
+		return false
 	}
-	out := outgoing{m: m, fd: -1}
-	if fd >= 0 {
-		dup, err := dupCloseOnExec(fd)
+	if out.fd >= 0 {
+		dup, err := dupCloseOnExec(out.fd)
 		if err != nil {
-			return // the worker's request times out, as if the reply was lost
+			return false // a listen request times out, as if the reply was lost
 		}
 		out.fd = dup
 	}
-	select {
-	case p.outbox <- out:
-	default:
-		if out.fd >= 0 {
-			unix.Close(out.fd)
-		}
-	}
+	queued.Add(1)
+	p.outbox <- out // never blocks: the bounds add up to its capacity
+	return true
 }
 
 func (p *workerProcess) writeChannel() {
 	for out := range p.outbox {
+		if out.handoff {
+			p.queuedHandoffs.Add(-1)
+		} else {
+			p.queuedControl.Add(-1)
+		}
 		if out.flushed != nil {
 			close(out.flushed)
 			continue
 		}
-		p.conn.Send(out.m, out.fd)
-		if out.fd >= 0 {
-			unix.Close(out.fd)
+		if out.signal != 0 {
+			if !p.gone.Load() {
+				syscall.Kill(p.id, out.signal)
+			}
+			continue
 		}
+		p.write(out)
+	}
+}
+
+// write sends out and closes its descriptor: once sent, the kernel holds
+// the copy in flight to the worker; if the send failed (the worker did not
+// read within the channel's write timeout, or exited), the connection is
+// closed here, never kept.
+func (p *workerProcess) write(out outgoing) {
+	p.conn.Send(out.m, out.fd)
+	if out.fd >= 0 {
+		unix.Close(out.fd)
 	}
 }
 
@@ -118,7 +166,14 @@ func (p *workerProcess) listen() {
 	}
 }
 
-func (p *workerProcess) signal(sig syscall.Signal) { syscall.Kill(p.id, sig) }
+// signal sends sig once what is queued before it has been written: a
+// worker that catches the stop signal finds the disconnect message (and
+// whether it may hand its connections over) already in its channel.
+func (p *workerProcess) signal(sig syscall.Signal) {
+	if !p.enqueue(outgoing{fd: -1, signal: sig}, &p.queuedControl, outboxSize) {
+		syscall.Kill(p.id, sig)
+	}
+}
 
 func (p *workerProcess) kill() {
 	syscall.Kill(-p.id, syscall.SIGKILL)
@@ -130,8 +185,11 @@ func (p *workerProcess) release() {
 		return
 	}
 	p.released = true
+	p.gone.Store(true)
 	close(p.outbox)
-	p.conn.Close()
+	// Connections it handed over before it exited may still be in its
+	// channel: they are read to the end and routed, not lost.
+	p.conn.CloseAfterReading(time.Second)
 	if p.notify != nil {
 		p.notify.close()
 	}

@@ -2,10 +2,6 @@
 
 package recluster
 
-import "time"
-
-// procUsage is not available on this kernel: status shows no RSS or CPU
+// treeUsage is not available on this kernel: status shows no RSS or CPU
 // and MaxRSS has no effect.
-func procUsage(pid int) (rssBytes int64, cpu time.Duration, ok bool) {
-	return 0, 0, false
-}
+func treeUsage(pids []int) []procFigures { return make([]procFigures, len(pids)) }

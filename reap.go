@@ -97,7 +97,31 @@ func (r *reaper) reap() {
 			wait(pid)
 		}
 	} else {
+		// Ask the kernel which child has ended, without reaping it, and
+		// reap it if it is ours: a SIGCHLD costs O(exits), not a wait for
+		// each of hundreds of workers. A child that is not ours (the
+		// program's own os/exec children) stays for its owner, and then
+		// every tracked pid is asked for instead.
+		scan := false
+		for {
+			pid, ok := endedChild()
+			if !ok || (pid != 0 && r.tracked[pid] == nil) {
+				scan = true
+				break
+			}
+			if pid == 0 {
+				break
+			}
+			if got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got != pid || err != nil {
+				scan = true
+				break
+			}
+			wait(pid)
+		}
 		for pid := range r.tracked {
+			if !scan {
+				break
+			}
 			if got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got == pid && err == nil {
 				wait(pid)
 			}

@@ -1,8 +1,6 @@
 package recluster
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,10 +28,10 @@ func init() {
 		return
 	}
 	os.Unsetenv(envTrampoline)
+	status := takeTrampolineStatus()
 	os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
-	args := os.Args
-	err := syscall.Exec(program, args, os.Environ())
-	fmt.Fprintf(os.Stderr, "recluster: cannot start worker program %s: %v\n", program, err)
+	err := syscall.Exec(program, os.Args, os.Environ())
+	reportExecFailure(status, program, err)
 	os.Exit(127)
 }
 
@@ -41,7 +40,7 @@ func init() {
 var masterOnlyEnv = []string{
 	"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
 	proto.EnvWorkerID, proto.EnvGeneration, proto.EnvChannelFD, proto.EnvTimeout, proto.EnvTimeoutMS, proto.EnvHeartbeat,
-	envTrampoline,
+	envTrampoline, envTrampolineStatus,
 }
 
 // workerEnv builds a worker's environment: the master's, less what belongs
@@ -125,27 +124,23 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 	defer unix.Close(childFD)
 	cleanups = append(cleanups, func() { conn.Close() })
 	conn.WriteTimeout = time.Second
-	conn.DiscardFDs = true
-	p = &workerProcess{conn: conn, outbox: make(chan outgoing, outboxSize)}
+	// A worker sends descriptors only with handoff messages (handoff.go).
+	p = &workerProcess{conn: conn, outbox: newOutbox()}
 
 	null, err := devNull()
 	if err != nil {
 		return nil, nil, err
 	}
-	// The output copiers learn the pid through p once spawned is closed.
+	// The output readers learn the pid through p once spawned is closed.
 	spawned := make(chan struct{})
 	defer close(spawned)
-	var label func() string
-	if o.opts.PrefixOutput {
-		label = func() string { return "[" + strconv.Itoa(spec.slot) + " " + strconv.Itoa(p.id) + "] " }
-	}
-	var outputs sync.WaitGroup
 	files := []uintptr{null.Fd()}
 	for _, out := range []struct {
+		stream   string
 		w        io.Writer
 		fallback *os.File
-	}{{o.opts.Stdout, os.Stdout}, {o.opts.Stderr, os.Stderr}} {
-		fd, closeWriteEnd, err := outputPipe(out.w, out.fallback, label, spawned, &outputs)
+	}{{"stdout", o.opts.Stdout, os.Stdout}, {"stderr", o.opts.Stderr, os.Stderr}} {
+		fd, closeWriteEnd, err := o.outputPipe(out.stream, out.w, out.fallback, spec, p, spawned)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -172,11 +167,19 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 	}
 	argv0 := o.program
 	argv := append([]string{o.program}, o.opts.Args...)
+	var execStatus, execStatusW *os.File // the trampoline's report of its exec
 	if len(names) > 0 {
+		if execStatus, execStatusW, err = os.Pipe(); err != nil {
+			return nil, nil, err
+		}
+		defer execStatus.Close()
+		defer execStatusW.Close()
 		own = append(own,
 			"LISTEN_FDS="+strconv.Itoa(len(names)),
 			"LISTEN_FDNAMES="+strings.Join(names, ":"),
-			envTrampoline+"="+o.program)
+			envTrampoline+"="+o.program,
+			envTrampolineStatus+"="+strconv.Itoa(len(files)))
+		files = append(files, execStatusW.Fd())
 		argv0 = selfExecutable()
 	}
 	if o.opts.Notify {
@@ -200,9 +203,34 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, exited func(exitSt
 		Files: files,
 		Sys:   sys,
 	}
-	p.id, announced, err = o.reaper.startTracked(func() (int, error) { return startProcess(argv0, argv, attr) }, exited)
+	// A trampoline whose exec fails is a start that failed, as a direct
+	// exec's failure is: its exit is the master's to collect, not news
+	// for the supervisor.
+	var execFailed atomic.Bool
+	execFailedExit := make(chan struct{})
+	exitedUnlessExecFailed := func(st exitStatus) {
+		if execFailed.Load() {
+			close(execFailedExit)
+			return
+		}
+		exited(st)
+	}
+	p.id, announced, err = o.reaper.startTracked(func() (int, error) { return startProcess(argv0, argv, attr) }, exitedUnlessExecFailed)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, explainExecError(argv0, o.opts.Dir, err)
+	}
+	if execStatus != nil {
+		execStatusW.Close() // else the trampoline's exec would never read as end of file
+		if err := awaitTrampolineExec(execStatus); err != nil {
+			execFailed.Store(true)
+			syscall.Kill(p.id, syscall.SIGKILL) // it is leaving anyway; this bounds the wait
+			close(announced)
+			select { // reaped at once; the bound only guards against a reaper gone
+			case <-execFailedExit:
+			case <-time.After(trampolineExecTimeout):
+			}
+			return nil, nil, explainExecError(o.program, o.opts.Dir, err)
+		}
 	}
 	go p.writeChannel()
 	return p, announced, nil
@@ -256,54 +284,28 @@ func forkThread() {
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
 // outputPipe returns the descriptor a worker writes its stdout or stderr
-// to. Output goes straight to the master's own descriptor when it can; a
-// pipe and a copying goroutine are used only for a Writer or a label. The
-// copier calls label only after spawned is closed.
-func outputPipe(w io.Writer, fallback *os.File, label func() string, spawned <-chan struct{}, done *sync.WaitGroup) (fd uintptr, closeWriteEnd func(), err error) {
+// to: a pipe to the output relay when there is one, else the master's
+// own descriptor, or a pipe copied to Options.Stdout or Stderr when they
+// are not files.
+func (o *osSystem) outputPipe(stream string, w io.Writer, fallback *os.File, spec workerSpec, p *workerProcess, spawned <-chan struct{}) (fd uintptr, closeWriteEnd func(), err error) {
+	if o.relay != nil {
+		return o.relay.pipe(stream, spec.slot, spec.gen, p, spawned)
+	}
 	if w == nil {
 		w = fallback
 	}
 	// Fd puts the descriptor in blocking mode, which is what a child
 	// expects of its stdio; these are never the workers' listeners.
-	if f, ok := w.(*os.File); ok && label == nil {
+	if f, ok := w.(*os.File); ok {
 		return f.Fd(), func() {}, nil
 	}
 	r, pw, err := os.Pipe()
 	if err != nil {
 		return 0, nil, err
 	}
-	done.Add(1)
 	go func() {
-		defer done.Done()
 		defer r.Close()
-		<-spawned
-		prefix := ""
-		if label != nil {
-			prefix = label()
-		}
-		copyLines(w, r, prefix)
+		io.Copy(w, r)
 	}()
 	return pw.Fd(), func() { pw.Close() }, nil
-}
-
-func copyLines(w io.Writer, r io.Reader, prefix string) {
-	if prefix == "" {
-		io.Copy(w, r)
-		return
-	}
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			buf := make([]byte, 0, len(prefix)+len(line)+1)
-			buf = append(append(buf, prefix...), line...)
-			if buf[len(buf)-1] != '\n' {
-				buf = append(buf, '\n')
-			}
-			w.Write(buf)
-		}
-		if err != nil && err != bufio.ErrBufferFull {
-			return
-		}
-	}
 }

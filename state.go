@@ -110,8 +110,10 @@ type stateWorker struct {
 	SettleIn *time.Duration `json:"settle_in,omitempty"`
 	// Channel is the master's end of its channel; Pending the start of a
 	// line read from it whose end had not arrived.
-	Channel    int    `json:"channel_fd"`
-	Pending    []byte `json:"pending,omitempty"`
+	Channel int    `json:"channel_fd"`
+	Pending []byte `json:"pending,omitempty"`
+	// PendingFDs came with Pending and wait for its line (a handoff).
+	PendingFDs []int  `json:"pending_fds,omitempty"`
 	Notify     int    `json:"notify_fd"` // -1: none
 	NotifyPath string `json:"notify_path,omitempty"`
 }
@@ -280,6 +282,7 @@ func (st *upgradeState) descriptors() []int {
 	}
 	for _, w := range st.Workers {
 		fds = append(fds, w.Channel)
+		fds = append(fds, w.PendingFDs...)
 		if w.Notify >= 0 {
 			fds = append(fds, w.Notify)
 		}

@@ -1,6 +1,7 @@
 package recluster
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,7 +25,8 @@ import (
 // is not covered gets a respawn, paced by the pacer.
 
 // crashLoopThreshold is how many workers in a row may die in one slot
-// before they are ever ready until the slot is reported as failing.
+// before they are ready, or within their uptime window after it
+// (probation.go), until the slot is reported as failing.
 const crashLoopThreshold = 3
 
 type reloadOp struct {
@@ -62,6 +64,7 @@ type supervisor struct {
 	events           *eventQueue
 
 	restartOps map[int]*restartOp // slot -> its restart in progress (restart.go)
+	tracks     tracks             // reloads followed after their commit (probation.go)
 
 	// runResult is Run's answer, owed until every worker of the first
 	// generation has started (or one could not).
@@ -71,7 +74,9 @@ type supervisor struct {
 	startFailed      bool  // Run failed: no cluster ever ran
 	sweepTimer       timer // heartbeat, age and memory checks
 
-	acceptFallbackLogged bool // said once why readiness falls back to MinUptime
+	acceptFallbackLogged bool           // said once why readiness falls back to MinUptime
+	accepts              *acceptWatcher // watches starting workers' inherited sockets (accepting.go)
+	handoff              handoffState   // handoff.go
 
 	upgrading *upgradeOp    // an upgrade in place in progress (upgrade.go)
 	upgraded  upgradeRecord // the upgrades this master process went through
@@ -103,6 +108,7 @@ func (s *supervisor) loop() {
 		f := <-s.c.calls
 		f(s)
 	}
+	s.c.closeOutput()
 	s.c.closeDefaultLog()
 	close(s.c.done)
 }
@@ -122,6 +128,7 @@ func (s *supervisor) emit(e Event) {
 	if s.events.push(e) {
 		s.log.Warn("recluster: the OnEvent handler is too slow; it misses events (an EventMissed says how many)")
 	}
+	s.followReloads(e)
 }
 
 func (s *supervisor) workerEvent(kind EventKind, w *Worker) Event {
@@ -259,7 +266,7 @@ func (s *supervisor) onStarted(w *Worker, p process, err error) {
 	}
 	if w.killed || w.state == WorkerDraining {
 		// Told to go before it had started: it serves nobody yet.
-		s.kill(w, "it was no longer needed when it started")
+		s.kill(w, cmp.Or(w.killReason, "it was no longer needed when it started"))
 		return
 	}
 	switch {
@@ -306,8 +313,11 @@ func (s *supervisor) alive(w *Worker) bool {
 // onMessage acts on a message from w's channel; fd, when >= 0, is a
 // descriptor that came with it.
 func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
+	if s.onHandoffMessage(w, m, fd) {
+		return
+	}
 	if fd >= 0 {
-		s.sys.closeFD(fd) // no message carries one the master uses yet
+		s.sys.closeFD(fd) // only handoff messages carry one the master uses
 	}
 	if !s.alive(w) {
 		return
@@ -320,6 +330,7 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
 			s.markReady(w)
 		}
 	case proto.CmdListening:
+		s.noteHandoffInherited(w, m)
 		if s.opts.ReadyWhen == Listening {
 			s.markReady(w)
 		}
@@ -371,6 +382,7 @@ func (s *supervisor) onListen(w *Worker, m proto.Message) {
 	reply := proto.Message{Cmd: proto.CmdListen, ID: m.ID, Network: sock.addr.Network(), Address: sock.addr.String()}
 	w.proc.send(reply, sock.fd)
 	w.listening = true
+	s.noteHandoffListener(w, m, sock)
 	e := s.workerEvent(EventListening, w)
 	e.Addr = sock.addr
 	s.emit(e)
@@ -386,7 +398,7 @@ func (s *supervisor) markReady(w *Worker) {
 	w.readyTimer.Stop()
 	w.stopAcceptWatching()
 	w.readyAt = s.sys.now()
-	delete(s.failures, w.slot)
+	s.settleSlot(w)
 	s.emit(s.workerEvent(EventReady, w))
 	if r := s.reload; r != nil && w.gen == r.gen {
 		w.state = WorkerStandby
@@ -466,6 +478,7 @@ func (s *supervisor) sweep() {
 		return
 	}
 	now := s.sys.now()
+	rss := s.treeRSS()
 	for w := range s.workers {
 		if w.state == WorkerDraining || w.killed || w.proc == nil {
 			continue
@@ -481,10 +494,8 @@ func (s *supervisor) sweep() {
 			s.replace(w, fmt.Sprintf("older than max age %v", s.opts.MaxAge))
 			continue
 		}
-		if s.opts.MaxRSS > 0 {
-			if rss, _, ok := s.sys.usage(w.pid); ok && rss > s.opts.MaxRSS {
-				s.replace(w, fmt.Sprintf("RSS %d bytes over the limit of %d", rss, s.opts.MaxRSS))
-			}
+		if r, ok := rss[w]; ok && r > s.opts.MaxRSS {
+			s.replace(w, fmt.Sprintf("RSS %d bytes (its process tree) over the limit of %d", r, s.opts.MaxRSS))
 		}
 	}
 	s.scheduleSweep()
@@ -501,7 +512,7 @@ func (s *supervisor) drain(w *Worker, reason string) {
 	if w.proc == nil {
 		return // onStarted kills it: it cannot be serving anyone yet
 	}
-	w.proc.send(proto.Message{Cmd: proto.CmdDisconnect}, -1)
+	w.proc.send(s.disconnectMessage(w), -1)
 	if s.opts.StopSignal != 0 {
 		w.proc.signal(s.opts.StopSignal)
 	}
@@ -527,6 +538,7 @@ func (s *supervisor) drainTimedOut(w *Worker) {
 func (s *supervisor) kill(w *Worker, reason string) {
 	w.killed = true
 	if w.proc == nil {
+		w.killReason = cmp.Or(w.killReason, reason)
 		return
 	}
 	w.proc.kill()
@@ -548,7 +560,7 @@ func (s *supervisor) killAll(reason string) int {
 // (or never started).
 func (s *supervisor) release(w *Worker) {
 	s.remove(w)
-	for _, t := range []timer{w.readyTimer, w.killTimer, w.settleTimer} {
+	for _, t := range []timer{w.readyTimer, w.killTimer, w.settleTimer, w.uptimeTimer} {
 		if t != nil {
 			t.Stop()
 		}
@@ -592,15 +604,17 @@ func (s *supervisor) exited(w *Worker, st exitStatus) {
 }
 
 // diedBeforeReady counts an unasked end of w towards its slot's crash
-// loop. A worker of an unfinished reload says nothing about its slot's
-// health: the active generation still serves it.
+// loop, when it died before it was ready or soon after (diedEarly). A
+// worker of an unfinished reload says nothing about its slot's health:
+// the active generation still serves it.
 func (s *supervisor) diedBeforeReady(w *Worker) {
-	if !w.readyAt.IsZero() || w.gen > s.gen || w.slot >= s.slots {
+	if !s.diedEarly(w) || w.gen > s.gen || w.slot >= s.slots {
 		return
 	}
 	s.failures[w.slot]++
 	if s.failures[w.slot] == crashLoopThreshold {
-		s.log.Error("recluster: slot is failing: its workers keep dying before they are ready; check the program's output", "worker", w.slot, "in_a_row", crashLoopThreshold)
+		s.log.Error("recluster: slot is failing: its workers keep dying before they are ready or within min uptime of it; check the program's output",
+			"worker", w.slot, "in_a_row", crashLoopThreshold, "min_uptime", s.uptimeWindow(w).String())
 	}
 }
 
@@ -890,6 +904,7 @@ func (s *supervisor) status() Status {
 	for k, v := range s.reloads {
 		st.Reloads[k] = v
 	}
+	st.Handoffs, st.HandoffFallbacks = s.handoffCounts()
 	for _, w := range s.sortedWorkers() {
 		st.Workers = append(st.Workers, WorkerStatus{
 			Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state,

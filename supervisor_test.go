@@ -30,9 +30,10 @@ type fakeSystem struct {
 	hold    bool
 	pending []func()
 	// stubborn workers ignore the disconnect message.
-	stubborn   bool
-	usageCalls int
-	closedFDs  []int
+	stubborn       bool
+	refuseHandoffs bool // handOff reports its queue full
+	usageCalls     int
+	closedFDs      []int
 }
 
 type fakeTimer struct {
@@ -99,9 +100,13 @@ func (f *fakeSystem) releaseStarts() {
 	}
 }
 
-func (f *fakeSystem) usage(pid int) (int64, time.Duration, bool) {
+func (f *fakeSystem) usage(pids []int) []procFigures {
 	f.usageCalls++
-	return 1 << 20, time.Second, true
+	out := make([]procFigures, len(pids))
+	for i := range out {
+		out[i] = procFigures{rssBytes: 1 << 20, cpu: time.Second, ok: true}
+	}
+	return out
 }
 
 func (f *fakeSystem) closeFD(fd int) { f.closedFDs = append(f.closedFDs, fd) }
@@ -113,6 +118,14 @@ func (p *fakeProc) send(m proto.Message, fd int) {
 	if m.Cmd == proto.CmdDisconnect && !p.sys.stubborn {
 		p.exit(0)
 	}
+}
+
+func (p *fakeProc) handOff(m proto.Message, fd int) bool {
+	if p.sys.refuseHandoffs {
+		return false
+	}
+	p.sent = append(p.sent, m)
+	return true
 }
 
 func (p *fakeProc) signal(sig syscall.Signal) { p.signals = append(p.signals, sig) }
@@ -494,7 +507,8 @@ func TestFakeCrashLoopMarksTheSlotFailing(t *testing.T) {
 		var w *Worker
 		if i == 0 {
 			w = h.active(1)
-			proc(w).exit(1) // a crash after ready starts no streak ...
+			h.advance(h.s.opts.MinUptime) // it stayed up: its crash starts no streak ...
+			proc(w).exit(1)
 			h.advance(2 * time.Second)
 			w = h.one(1, 1)
 		} else {
@@ -509,8 +523,12 @@ func TestFakeCrashLoopMarksTheSlotFailing(t *testing.T) {
 	// The new generation of a reload that dies before ready says nothing
 	// about the slot's health.
 	h.ready(h.one(1, 1))
+	if got := h.s.status().FailingSlots; !slices.Equal(got, []int{1}) {
+		t.Fatalf("a worker that has only just become ready cleared the failing slot: %v", got)
+	}
+	h.advance(h.s.opts.MinUptime)
 	if got := h.s.status().FailingSlots; len(got) != 0 {
-		t.Fatalf("a ready worker did not clear the failing slot: %v", got)
+		t.Fatalf("a worker that stayed up did not clear the failing slot: %v", got)
 	}
 	for range crashLoopThreshold {
 		result := h.reload()

@@ -30,10 +30,19 @@ type system interface {
 	// start starts a worker as spec says, off the caller's goroutine: the
 	// fork must not stall the supervisor. It reports through hooks.
 	start(spec workerSpec, hooks workerHooks)
-	// usage reads a process's resident memory and CPU time.
-	usage(pid int) (rssBytes int64, cpu time.Duration, ok bool)
+	// usage reads the resident memory and CPU time of each pid's whole
+	// process tree (the worker and its descendants), in one pass.
+	usage(pids []int) []procFigures
 	// closeFD closes a descriptor a worker sent that nobody takes.
 	closeFD(fd int)
+}
+
+// procFigures are a worker's resource figures, summed over its process
+// tree; ok is false when they could not be read.
+type procFigures struct {
+	rssBytes int64
+	cpu      time.Duration
+	ok       bool
 }
 
 // timer is a scheduled callback; *time.Timer is one.
@@ -46,6 +55,10 @@ type process interface {
 	// send queues m (with fd attached when fd >= 0; the process keeps a
 	// duplicate, so the caller keeps its own) for the worker's channel.
 	send(m proto.Message, fd int)
+	// handOff queues a handed connection (fd, of which the process keeps
+	// a duplicate) for the worker, apart from what send queues, and
+	// reports whether it was queued.
+	handOff(m proto.Message, fd int) bool
 	// signal sends sig to the worker process.
 	signal(sig syscall.Signal)
 	// kill sends SIGKILL to the worker and its process group.

@@ -16,6 +16,7 @@ type osSystem struct {
 	program string
 	opts    Options
 	reaper  *reaper
+	relay   *outputRelay // nil: output passes straight through
 
 	// Set by prepare, read-only afterwards.
 	credential *syscall.Credential // whom the workers run as; nil: as the master
@@ -23,8 +24,8 @@ type osSystem struct {
 	notifySeq  atomic.Int64
 }
 
-func newOSSystem(program string, opts Options) *osSystem {
-	return &osSystem{program: program, opts: opts, reaper: newReaper(opts.ReapOrphans)}
+func newOSSystem(program string, opts Options, relay *outputRelay) *osSystem {
+	return &osSystem{program: program, opts: opts, reaper: newReaper(opts.ReapOrphans), relay: relay}
 }
 
 func (o *osSystem) now() time.Time { return time.Now() }
@@ -58,7 +59,7 @@ func (o *osSystem) cleanup() {
 	}
 }
 
-func (o *osSystem) usage(pid int) (int64, time.Duration, bool) { return procUsage(pid) }
+func (o *osSystem) usage(pids []int) []procFigures { return treeUsage(pids) }
 
 func (o *osSystem) closeFD(fd int) { unix.Close(fd) }
 

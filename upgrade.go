@@ -380,8 +380,9 @@ func (s *supervisor) snapshot(op *upgradeOp, sys *osSystem) (*upgradeState, erro
 			Age: now.Sub(w.started), BeatAgo: now.Sub(w.lastBeat),
 			Retiring: w.retiring, RetireAsked: w.retireAsked, Killed: w.killed, Listening: w.listening,
 			MaxAge: w.maxAge, Status: w.status,
-			Channel: channel, Pending: p.conn.Buffered(), Notify: notify,
+			Channel: channel, Notify: notify,
 		}
+		sw.Pending, sw.PendingFDs = p.conn.Buffered()
 		if p.notify != nil {
 			sw.NotifyPath = p.notify.path
 		}

@@ -51,9 +51,7 @@ func (p *workerProcess) flush() {
 		return
 	}
 	done := make(chan struct{})
-	select {
-	case p.outbox <- outgoing{fd: -1, flushed: done}:
-	case <-time.After(2 * time.Second):
+	if !p.enqueue(outgoing{fd: -1, flushed: done}, &p.queuedControl, outboxSize) {
 		return // a worker that reads nothing: its timeouts deal with it
 	}
 	select {
@@ -99,9 +97,8 @@ func adoptProcess(w stateWorker, hooks workerHooks) (*workerProcess, error) {
 		return nil, err
 	}
 	conn.WriteTimeout = time.Second
-	conn.DiscardFDs = true
-	conn.Unread(w.Pending)
-	p := &workerProcess{id: w.PID, conn: conn, outbox: make(chan outgoing, outboxSize)}
+	conn.Unread(w.Pending, w.PendingFDs)
+	p := &workerProcess{id: w.PID, conn: conn, outbox: newOutbox()}
 	if w.Notify >= 0 {
 		f := os.NewFile(uintptr(w.Notify), w.NotifyPath)
 		c, err := net.FileConn(f)

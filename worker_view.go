@@ -21,13 +21,16 @@ type Worker struct {
 	retiring    bool          // it is being replaced and serves until then
 	retireAsked bool          // it asked to be replaced, maybe before it was active
 	killed      bool          // SIGKILL was sent
+	killReason  string        // why, when it was asked before the process had started
 	maxAge      time.Duration // Options.MaxAge less this worker's jitter
 	listening   bool
-	status      string // the worker's last STATUS= or status message
+	handoffKeys map[string]bool // sockets on which it takes handed connections
+	status      string          // the worker's last STATUS= or status message
 	lastBeat    time.Time
 	readyTimer  timer
 	killTimer   timer
 	settleTimer timer // MinUptime, for ReadyWhen=Listening with Sockets
+	uptimeTimer timer // clears its slot's crash loop once it has stayed up
 
 	stopAcceptWatch func() // ends the watch for it to accept on its sockets
 	unknown         unknownCommands
@@ -63,7 +66,9 @@ type WorkerStatus struct {
 	Status     string      `json:"status,omitempty"`
 	Listening  bool        `json:"listening"`
 	// RSSBytes and CPUSeconds are read from /proc when the snapshot is
-	// taken (Linux only; 0 elsewhere).
+	// taken (Linux only; 0 elsewhere), summed over the worker's process
+	// tree: the worker and every process descended from it. CPUSeconds
+	// includes the children it has reaped.
 	RSSBytes   int64   `json:"rss_bytes"`
 	CPUSeconds float64 `json:"cpu_seconds"`
 }
@@ -80,11 +85,25 @@ type Status struct {
 	Workers   []WorkerStatus `json:"workers"`
 	// Reloads counts finished reloads by outcome.
 	Reloads map[ReloadOutcome]int `json:"reloads"`
-	// FailingSlots lists slots whose workers keep dying before they are ready.
+	// FailingSlots lists slots in a crash loop: three workers in a row died
+	// before they were ready or within Options.MinUptime (or the probation
+	// of the reload that started them) of it. A slot leaves the list once
+	// one of its workers stays up that long.
 	FailingSlots []int `json:"failing_slots,omitempty"`
 	// Sticky, when Options.Sticky is on, gives each slot's share of the
 	// client address buckets.
 	Sticky *StickyStatus `json:"sticky,omitempty"`
+	// Handoffs counts idle connections that draining workers handed to the
+	// master, by result: handed (to a new worker), no_worker and
+	// send_failed (closed by the master).
+	Handoffs map[string]int `json:"handoffs,omitempty"`
+	// HandoffFallbacks counts connections that drained the old way
+	// instead, by reason: tls, h2, hijacked, busy (still in a request at the
+	// drain's bound), unsupported (not a plain socket), failed, and
+	// no_new_worker (a worker drained with no worker to take its
+	// connections: terminate, scale down, an aborted reload; counted once
+	// per worker).
+	HandoffFallbacks map[string]int `json:"handoff_fallbacks,omitempty"`
 	// Version is the running master's build (its module version or the
 	// one set at link time, and its VCS revision).
 	Version string `json:"version,omitempty"`

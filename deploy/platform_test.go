@@ -1,10 +1,12 @@
 package deploy_test
 
 // The real-platform tests: the systemd units run under a real systemd as
-// PID 1 (systemd-nspawn --boot in a debootstrap rootfs). They need root on
-// Debian, install what they need with apt-get, keep the rootfs in a cache
-// directory between runs, and stop everything they start. RECLUSTER_PLATFORM_TESTS=1 turns them on (.ci/run
-// does, in a step of its own):
+// PID 1 (systemd-nspawn --boot in a debootstrap rootfs, systemd_test.go),
+// and deploy/Dockerfile is built and run by a real Docker daemon
+// (docker_test.go). They need root on Debian, install what they need with
+// apt-get, keep the rootfs and the daemon's images in a cache directory
+// between runs, and stop everything they start. RECLUSTER_PLATFORM_TESTS=1
+// turns them on (.ci/run does, in a step of its own):
 //
 //	RECLUSTER_PLATFORM_TESTS=1 go test -count=1 -run '^TestPlatform' -v ./deploy/
 
@@ -37,9 +39,9 @@ func platformTests(t *testing.T) {
 		t.Skip("RECLUSTER_PLATFORM_TESTS=0: the real-platform tests run in a step of their own (.ci/run)")
 	default:
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but RECLUSTER_PLATFORM_TESTS=%q: set it to 1 to run the systemd tests, or to 0 in a run where another step runs them", v)
+			t.Fatalf("CI=true but RECLUSTER_PLATFORM_TESTS=%q: set it to 1 to run the real-platform tests, or to 0 in a run where another step runs them", v)
 		}
-		t.Skip("the systemd tests need RECLUSTER_PLATFORM_TESTS=1 (as root, on Debian; see the README)")
+		t.Skip("the real-platform tests (systemd, Docker) need RECLUSTER_PLATFORM_TESTS=1 (as root, on Debian; see the README)")
 	}
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		t.Fatal("RECLUSTER_PLATFORM_TESTS=1 needs root on Linux")
@@ -62,6 +64,17 @@ func needCommands(t *testing.T, commands map[string]string) {
 		return
 	}
 	aptUpdate.Do(func() { run(t, 10*time.Minute, "apt-get", "update", "-q") })
+	// No package the tests install may start its service: docker.io
+	// would start the system's dockerd, with its bridge and iptables
+	// rules, and the tests start daemons of their own. policy-rc.d
+	// answering 101 is Debian's way to say so.
+	const policy = "/usr/sbin/policy-rc.d"
+	if _, err := os.Stat(policy); os.IsNotExist(err) {
+		if err := os.WriteFile(policy, []byte("#!/bin/sh\n# recluster's deploy tests: no service starts on install\nexit 101\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(policy)
+	}
 	cmd := exec.Command("apt-get", append([]string{"install", "-y", "-q", "--no-install-recommends"}, pkgs...)...)
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -122,6 +135,19 @@ func rootfs(t *testing.T, cache string) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// platformBreak changes nothing, unless RECLUSTER_PLATFORM_BREAK='OLD=>NEW'
+// asks for a broken recipe, to show that the checks fail: then every line
+// OLD of a unit file or of the Dockerfile becomes NEW. For example
+// 'Type=notify=>Type=simple' (systemd) or 'USER 65532:65532=>USER 0:0'
+// (Docker).
+func platformBreak(recipe string) string {
+	if e := os.Getenv("RECLUSTER_PLATFORM_BREAK"); e != "" {
+		from, to, _ := strings.Cut(e, "=>")
+		return strings.ReplaceAll(recipe, from+"\n", to+"\n")
+	}
+	return recipe
 }
 
 // run runs a command on the host and fails the test if it fails.

@@ -284,16 +284,9 @@ func TestPlatformSystemd(t *testing.T) {
 	t.Logf("the systemd tests took %v", time.Since(start).Round(100*time.Millisecond))
 }
 
-// unitEdit is the test's only other change: none. It exists so that a
-// broken variant can be swapped in to show that the checks fail.
-var unitEdit = func(s string) string {
-	if e := os.Getenv("RECLUSTER_PLATFORM_BREAK"); e != "" {
-		// e.g. RECLUSTER_PLATFORM_BREAK='Type=notify=>Type=simple'
-		from, to, _ := strings.Cut(e, "=>")
-		return strings.ReplaceAll(s, from+"\n", to+"\n")
-	}
-	return s
-}
+// unitEdit is the test's only other change: none, unless
+// RECLUSTER_PLATFORM_BREAK asks for a broken unit.
+var unitEdit = platformBreak
 
 // checkServiceLifecycle: start, reload, an aborted reload, kill -9 of the
 // master and stop, for a service that binds its own socket.

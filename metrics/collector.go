@@ -14,6 +14,9 @@ import (
 var (
 	workerStates = []recluster.WorkerState{recluster.WorkerStarting, recluster.WorkerStandby, recluster.WorkerActive, recluster.WorkerDraining}
 	phases       = []recluster.Phase{recluster.PhaseIdle, recluster.PhaseRunning, recluster.PhaseTerminating, recluster.PhaseStopped}
+	// The values of the result and reason labels of the handoff counters.
+	handoffResults   = []string{"handed", "no_worker", "send_failed"}
+	handoffFallbacks = []string{"tls", "h2", "hijacked", "busy", "unsupported", "failed", "no_new_worker"}
 )
 
 var (
@@ -32,13 +35,17 @@ var (
 	descWorkers = prometheus.NewDesc("recluster_workers",
 		"Live worker processes by state: starting, standby, active, draining.", []string{"state"}, nil)
 	descFailing = prometheus.NewDesc("recluster_slot_failing",
-		"1 for a slot whose last 3 or more workers died before they were ever ready (a crash loop), else 0.", []string{"slot"}, nil)
+		"1 for a slot whose last 3 or more workers died before they were ready or within min uptime (or the reload's probation) of it (a crash loop), else 0.", []string{"slot"}, nil)
 	descFailingCount = prometheus.NewDesc("recluster_failing_slots",
 		"Number of slots in a crash loop (see recluster_slot_failing).", nil, nil)
 	descUptime = prometheus.NewDesc("recluster_uptime_seconds",
 		"Seconds since the master process started.", nil, nil)
 	descStickyShare = prometheus.NewDesc("recluster_sticky_bucket_share",
 		"With Sticky, the fraction of client address buckets (so, roughly, of client IPs) that the kernel sends to a slot.", []string{"slot"}, nil)
+	descHandoffs = prometheus.NewDesc("recluster_handoffs_total",
+		"Idle keep-alive connections that draining workers handed to the master, by result: handed (to a worker of the new generation), no_worker and send_failed (closed by the master).", []string{"result"}, nil)
+	descHandoffFallbacks = prometheus.NewDesc("recluster_handoff_fallbacks_total",
+		"Connections that drained the old way (Connection: close, grace, close) instead of being handed over, by reason: tls, h2, hijacked, busy, unsupported, failed, no_new_worker.", []string{"reason"}, nil)
 	// Per-worker series are labelled by slot (and state), never by pid or
 	// generation, whose values grow with every reload: a cluster of N slots
 	// has a fixed set of series however often it reloads. Pid and
@@ -62,7 +69,7 @@ type clusterCollector struct{ m *Metrics }
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descPhase, descSlots, descReadySlots, descGeneration,
 		descReloading, descWorkers, descFailing, descFailingCount, descUptime, descRSS, descCPU, descStarted,
-		descWorkerGen, descWorkerPID, descStickyShare} {
+		descWorkerGen, descWorkerPID, descStickyShare, descHandoffs, descHandoffFallbacks} {
 		ch <- d
 	}
 }
@@ -108,6 +115,16 @@ func (cc clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		for slot, n := range st.Sticky.Shares {
 			gauge(descStickyShare, float64(n)/float64(st.Sticky.Buckets), strconv.Itoa(slot))
 		}
+	}
+
+	counter := func(d *prometheus.Desc, v int, label string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), label)
+	}
+	for _, r := range handoffResults {
+		counter(descHandoffs, st.Handoffs[r], r)
+	}
+	for _, r := range handoffFallbacks {
+		counter(descHandoffFallbacks, st.HandoffFallbacks[r], r)
 	}
 
 	rss := make([]map[recluster.WorkerState]int64, st.Slots)

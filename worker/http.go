@@ -23,6 +23,10 @@ type DrainOptions struct {
 	// closed. Default: DrainTimeout less 10%, so that the worker exits
 	// before the master kills it; 10s alone.
 	Timeout time.Duration
+	// DisableHandoff keeps idle keep-alive connections in this worker
+	// through the drain (Connection: close, grace, close) instead of
+	// handing them to a worker of the new generation.
+	DisableHandoff bool
 }
 
 func (o DrainOptions) withDefaults() DrainOptions {
@@ -48,15 +52,21 @@ func (o DrainOptions) withDefaults() DrainOptions {
 //
 //  1. it stops accepting (other workers take new connections from the
 //     shared socket);
-//  2. for the grace period, every response carries Connection: close, so
-//     that each keep-alive client leaves after its next request, and the
-//     drain ends early once every connection has closed;
-//  3. then http.Server.Shutdown closes idle connections and waits for
+//  2. when ln came from Listen and the master says a worker of a newer
+//     generation takes them, every plain HTTP/1.1 connection is handed to
+//     that worker at its next idle point, between two requests, so that
+//     its client never sees the reload (handoffconn.go has the race
+//     analysis); TLS, HTTP/2 and hijacked connections go on below;
+//  3. for the grace period, every other response carries Connection:
+//     close, so that each keep-alive client leaves after its next request,
+//     and the drain ends early once every connection has closed;
+//  4. then http.Server.Shutdown closes idle connections and waits for
 //     requests in flight, up to the drain timeout.
 //
 // Closing idle keep-alive connections at once, as Shutdown alone does,
 // races clients that are about to send on them. Serve returns nil after a
-// clean drain.
+// clean drain. When srv.TLSConfig has a certificate, Serve serves HTTPS
+// (and HTTP/2 over it, as net/http does) with the same drain.
 func Serve(srv *http.Server, ln net.Listener) error {
 	return ServeDrain(srv, ln, DrainOptions{})
 }
@@ -64,18 +74,25 @@ func Serve(srv *http.Server, ln net.Listener) error {
 // ServeDrain is Serve with explicit drain options.
 func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 	opts = opts.withDefaults()
-	d := &drainer{}
+	d := &drainer{changed: make(chan struct{}, 1)}
+	if hl, ok := ln.(*handoffListener); ok && !opts.DisableHandoff {
+		d.key = hl.key
+		ln = handoffAccepter{ln, d}
+	}
 	d.wrap(srv)
 	// Catch SIGTERM before the first connection is accepted: from then on
 	// the signal must drain, not kill what is in flight.
 	leave := Disconnected()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- serve(srv, ln) }()
 	select {
 	case err := <-serveErr:
 		return err
 	case <-leave:
 	}
+	handoff := d.key != (handoffKey{}) && handoffAllowed()
+	d.keepAlive.Store(handoff)
+	d.handingOff.Store(handoff)
 	d.draining.Store(true)
 	ln.Close()
 	<-serveErr // Serve returns once the listener is closed
@@ -83,6 +100,9 @@ func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 	deadline := time.Now().Add(opts.Timeout)
 	graceOver := time.NewTimer(opts.Grace)
 	defer graceOver.Stop()
+	if handoff {
+		d.handOver(deadline.Add(-opts.Grace))
+	}
 	select {
 	case <-graceOver.C:
 	case <-d.allClosed():
@@ -98,6 +118,16 @@ func ServeDrain(srv *http.Server, ln net.Listener, opts DrainOptions) error {
 		srv.Close()
 	}
 	return err
+}
+
+// serve serves HTTPS when srv.TLSConfig has a certificate, else HTTP. TLS
+// goes on top of ln, so that the drain sees each TLS connection and counts
+// it as one that cannot be handed over (its keys live in this process).
+func serve(srv *http.Server, ln net.Listener) error {
+	if c := srv.TLSConfig; c != nil && (len(c.Certificates) > 0 || c.GetCertificate != nil || c.GetConfigForClient != nil) {
+		return srv.ServeTLS(ln, "", "")
+	}
+	return srv.Serve(ln)
 }
 
 // ListenAndServe listens on srv.Addr (":http" when empty) through Listen
@@ -117,6 +147,15 @@ func ListenAndServe(srv *http.Server) error {
 // drainer counts open connections and marks responses once draining.
 type drainer struct {
 	draining atomic.Bool
+
+	// Handoff (handoff.go, handoffconn.go): key names the master's socket;
+	// handingOff makes idle connections go to the master; keepAlive spares
+	// the connections that may still go from Connection: close.
+	key        handoffKey
+	handingOff atomic.Bool
+	keepAlive  atomic.Bool
+	changed    chan struct{} // a connection closed or changed state while draining
+	hijacked   atomic.Int64  // hijacked connections not closed yet
 
 	// The request path touches only atomics and a sync.Map read: conns
 	// changes when a connection opens or closes, not on every request.
@@ -142,15 +181,25 @@ func (d *drainer) wrap(srv *http.Server) {
 	if next == nil {
 		next = http.DefaultServeMux
 	}
-	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d.draining.Load() {
-			// net/http closes the connection after a response that says so.
-			w.Header().Set("Connection", "close")
+	if d.key != (handoffKey{}) {
+		userContext := srv.ConnContext
+		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			if userContext != nil {
+				ctx = userContext(ctx, c)
+			}
+			return context.WithValue(ctx, connKey{}, c)
 		}
-		next.ServeHTTP(closeOnDrain{w, d}, r)
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cd := closeOnDrain{w, d, r}
+		cd.mark()
+		next.ServeHTTP(cd, r)
 	})
 	userState := srv.ConnState
 	srv.ConnState = func(c net.Conn, state http.ConnState) {
+		if hc, ok := c.(*handoffConn); ok {
+			hc.setState(state)
+		}
 		switch state {
 		case http.StateNew:
 			d.open.Add(1)
@@ -167,6 +216,12 @@ func (d *drainer) wrap(srv *http.Server) {
 					d.notify = nil
 				}
 				d.mu.Unlock()
+			}
+		}
+		if d.draining.Load() {
+			select {
+			case d.changed <- struct{}{}:
+			default:
 			}
 		}
 		if userState != nil {
@@ -187,15 +242,35 @@ func (d *drainer) allClosed() <-chan struct{} {
 	return ch
 }
 
-// closeOnDrain also marks responses whose handler started before the drain
-// and writes its header after it.
+// connKey finds a request's connection in its context.
+type connKey struct{}
+
+// closes reports whether a response on r's connection must carry
+// Connection: close: when draining, unless the connection is to be handed
+// over at its next idle point.
+func (d *drainer) closes(r *http.Request) bool {
+	if !d.draining.Load() {
+		return false
+	}
+	if d.keepAlive.Load() {
+		if hc, ok := r.Context().Value(connKey{}).(*handoffConn); ok && hc.candidate() {
+			return false
+		}
+	}
+	return true
+}
+
+// closeOnDrain marks responses with Connection: close while draining,
+// including those whose handler started before the drain and writes its
+// header after it. net/http closes the connection after such a response.
 type closeOnDrain struct {
 	http.ResponseWriter
 	d *drainer
+	r *http.Request
 }
 
 func (c closeOnDrain) mark() {
-	if c.d.draining.Load() {
+	if c.d.closes(c.r) {
 		c.Header().Set("Connection", "close")
 	}
 }

@@ -181,7 +181,11 @@ func (m *master) read() {
 				unix.Close(fd)
 			}
 		case proto.CmdDisconnect:
+			noteDisconnect(msg)
 			markDisconnected()
+			returnPendingHandoffs()
+		case proto.CmdHandoff:
+			takeHandoff(msg, fd)
 		default:
 			if fd >= 0 {
 				unix.Close(fd)
@@ -218,7 +222,7 @@ func (m *master) listen(network, address string) (net.Listener, error) {
 	id := m.nextID
 	m.waiting[id] = reply
 	m.mu.Unlock()
-	if err := m.conn.Send(proto.Message{Cmd: proto.CmdListen, ID: id, Network: network, Address: address}, -1); err != nil {
+	if err := m.conn.Send(proto.Message{Cmd: proto.CmdListen, ID: id, Network: network, Address: address, Handoff: true}, -1); err != nil {
 		m.mu.Lock()
 		delete(m.waiting, id)
 		m.mu.Unlock()
@@ -239,7 +243,11 @@ func (m *master) listen(network, address string) (net.Listener, error) {
 	if r.fd < 0 {
 		return nil, fmt.Errorf("worker: the master answered the listen request for %s %s without a socket", network, address)
 	}
-	return fileListener(r.fd, address)
+	ln, err := fileListener(r.fd, address)
+	if err != nil {
+		return nil, err
+	}
+	return newHandoffListener(ln, r.msg.Network, r.msg.Address), nil
 }
 
 // fileListener wraps fd (and takes ownership of it).
@@ -292,9 +300,13 @@ func listenInherited(network, address string) (net.Listener, bool, error) {
 		}
 		ln, err := fileListener(dup, sock.Name)
 		if err == nil {
+			// It also yields connections handed over by a draining worker
+			// (handoff.go), which may come as soon as the master hears of it.
+			addr := ln.Addr()
+			ln = newHandoffListener(ln, addr.Network(), addr.String())
 			// The master cannot see a worker start listening on an
 			// inherited socket: say so (ReadyWhen=listening).
-			send(proto.Message{Cmd: proto.CmdListening, Address: ln.Addr().String()}, "")
+			send(proto.Message{Cmd: proto.CmdListening, Network: addr.Network(), Address: addr.String(), Handoff: true}, "")
 		}
 		return ln, true, err
 	}

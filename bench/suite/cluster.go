@@ -43,6 +43,8 @@ type MasterConfig struct {
 	Env []string
 	// StartTimeout bounds the wait for the first generation; default 30s.
 	StartTimeout time.Duration
+	// Stdout, when set, is the master's stdout instead of its log file.
+	Stdout *os.File
 }
 
 // Master is a running `recluster run` subprocess.
@@ -131,6 +133,9 @@ func StartMaster(ctx context.Context, env *Env, cfg MasterConfig) (*Master, erro
 	defer logf.Close() // the child has its own copy
 	m.cmd = exec.Command(env.Recluster, args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if cfg.Stdout != nil {
+		m.cmd.Stdout = cfg.Stdout
+	}
 	m.cmd.Env = append(os.Environ(), cfg.Env...)
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := m.cmd.Start(); err != nil {

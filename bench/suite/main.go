@@ -9,8 +9,8 @@
 //	go run ./suite -quick          # a smoke run, every scenario shrunk
 //	go run ./suite -only reload,balance -out /tmp/b.md
 //
-// It builds the recluster CLI and the worker programs into a temporary
-// directory, runs each scenario against 127.0.0.1 only, and writes a
+// It builds the recluster CLI and the worker programs (statically, as
+// deploy/Dockerfile does) into a temporary directory, runs each scenario against 127.0.0.1 only, and writes a
 // Markdown report headed by the date, the machine and the command.
 package main
 
@@ -86,7 +86,11 @@ func run(quick bool, only, out string, keep bool) error {
 	}{{&env.Recluster, "./cmd/recluster"}, {&env.Hello, "./examples/hello"}, {&env.Server, "./testdata/server"}} {
 		*b.dst = filepath.Join(dir, filepath.Base(b.pkg))
 		env.Log("go build %s", b.pkg)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", *b.dst, b.pkg)
+		// Built as deploy/Dockerfile builds what it ships: static, so the
+		// figures do not depend on whether the machine has a C compiler
+		// (with one, cgo links libc and its threads into every binary).
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", *b.dst, b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Dir = root
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {

@@ -21,7 +21,7 @@ import (
 
 // Scenario 13: upgrade in place (recluster upgrade), under load.
 func init() {
-	register(Scenario{Name: "upgrade", Order: 130, Run: runUpgrade})
+	register(Scenario{Name: "upgrade", Order: 140, Run: runUpgrade})
 }
 
 func runUpgrade(ctx context.Context, env *Env) (Section, error) {

@@ -24,18 +24,32 @@ const controlFlagHelp = `  --control PATH  the master's control socket (default:
   -h, --help      show this help
 `
 
-const reloadUsage = `Usage: recluster reload [--no-wait] [--control PATH]
+const reloadUsage = `Usage: recluster reload [--probation DUR] [--quiet] [--no-wait] [--control PATH]
 
 Reload the cluster: start a new generation of workers, wait until every one
 is ready, then tell the old workers to finish their work and exit. If a new
 worker exits or is not ready in time, the reload is aborted and the old
 workers keep serving.
 
-By default reload waits: it exits 0 once the new generation is active, and 1
+By default reload waits and shows each step as it happens, with its time
+since the start: every new worker started and ready, the commit, and every
+old worker gone. It exits 0 once the new generation is active and the old
+one has exited (the master kills old workers after its --timeout), and 1
 with the reason when the reload was aborted.
 
+With --probation, reload also waits until the new generation has stayed up
+for DUR. If one of its workers dies meanwhile, reload exits 1 naming the
+slot, the pid and how it died. The new generation stays active (the old one
+is already gone); its slot is respawned, and is marked failing (recluster
+status, /readyz) when its workers keep dying within the probation.
+
 Flags:
-  --no-wait       return once the reload has started
+      --probation DUR  wait until the new generation has stayed up for DUR,
+                       such as 30s, before reporting success (default 0)
+  -q, --quiet          print only the outcome, once the new generation is
+                       active (and through its probation); do not wait for
+                       the old workers to exit
+      --no-wait        return once the reload has started
 ` + controlFlagHelp
 
 const statusUsage = `Usage: recluster status [--json] [--control PATH]
@@ -49,13 +63,19 @@ Flags:
   --json          print the status as one JSON object instead of a table
 ` + controlFlagHelp
 
-const scaleUsage = `Usage: recluster scale N|+N|-N [--control PATH]
+const scaleUsage = `Usage: recluster scale N|+N|-N [--no-wait] [--control PATH]
 
 Set the number of workers to N, or add N (+N) or remove N (-N). New slots get
 workers at once; removed slots are the highest ones, whose workers are told
 to finish their work and exit. The cluster keeps at least one worker.
 
+By default scale waits until every slot has an active worker and the workers
+of removed slots have exited, showing each new slot as it gets its worker;
+it exits 1 if a slot is failing (its workers keep dying).
+
 Flags:
+      --no-wait   return once the change is made, before the new workers are
+                  ready
 ` + controlFlagHelp
 
 const stopUsage = `Usage: recluster stop [--control PATH]
@@ -99,9 +119,14 @@ func noArgs(name string, rest []string) error {
 }
 
 func reloadCommand(args []string, stdout, stderr io.Writer) error {
-	noWait := false
+	noWait, quiet := false, false
+	var probation time.Duration
+	var probationSet bool
 	path, rest, err := clientFlags("reload", reloadUsage, args, func(fs *flag.FlagSet) {
 		fs.Var(boolValue{&noWait}, "no-wait", "")
+		fs.Var(boolValue{&quiet}, "quiet", "")
+		fs.Var(boolValue{&quiet}, "q", "")
+		fs.Var(durationValue{&probation, &probationSet, atLeast(0, "the probation must not be negative")}, "probation", "")
 	})
 	if err != nil {
 		return err
@@ -109,15 +134,34 @@ func reloadCommand(args []string, stdout, stderr io.Writer) error {
 	if err := noArgs("reload", rest); err != nil {
 		return err
 	}
-	resp, err := control.Do(context.Background(), path, control.Request{Cmd: control.CmdReload, Wait: !noWait},
-		func(r control.Response) { fmt.Fprintln(stderr, "recluster: "+r.Progress) })
+	if noWait && probationSet {
+		return usagef("reload: --probation needs the reload to wait; leave out --no-wait")
+	}
+	req := control.Request{Cmd: control.CmdReload, Wait: !noWait, Progress: !noWait && !quiet}
+	if probation > 0 {
+		req.Probation = probation.String()
+	}
+	view := newProgressView(stdout)
+	show := func(r control.Response) {
+		if req.Progress {
+			view.show(r)
+		}
+	}
+	resp, err := control.Do(context.Background(), path, req, show)
+	var remote *control.RemoteError
+	if errors.As(err, &remote) && strings.Contains(remote.Msg, "unknown field") && req.Probation == "" {
+		// A master older than the progress lines: it refused the request
+		// before it did anything, so it is safe to ask again the old way.
+		req.Progress = false
+		resp, err = control.Do(context.Background(), path, req, nil)
+	}
 	if errors.Is(err, recluster.ErrSuperseded) {
 		return errors.New("reload superseded: a newer reload replaced this one before it finished, and goes on (see recluster status)")
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, resp.Message)
+	fmt.Fprintln(stdout, view.p.good(resp.Message))
 	return nil
 }
 
@@ -168,7 +212,7 @@ func printStatus(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, "listening on %s\n", strings.Join(st.Addrs, ", "))
 	}
 	if len(st.FailingSlots) > 0 {
-		fmt.Fprintf(w, "failing slots (workers keep dying before they are ready): %v\n", st.FailingSlots)
+		fmt.Fprintf(w, "failing slots (workers keep dying before they are ready or soon after): %v\n", st.FailingSlots)
 	}
 	if st.Sticky != nil {
 		fmt.Fprintf(w, "sticky by client IP: %d buckets, per slot %v\n", st.Sticky.Buckets, st.Sticky.Shares)
@@ -222,7 +266,10 @@ func scaleCommand(args []string, stdout io.Writer) error {
 		}
 		others = append(others, a)
 	}
-	path, rest, err := clientFlags("scale", scaleUsage, others, nil)
+	noWait := false
+	path, rest, err := clientFlags("scale", scaleUsage, others, func(fs *flag.FlagSet) {
+		fs.Var(boolValue{&noWait}, "no-wait", "")
+	})
 	if err != nil {
 		return err
 	}
@@ -236,7 +283,7 @@ func scaleCommand(args []string, stdout io.Writer) error {
 	if err != nil {
 		return usagef("scale: %q is out of range", target)
 	}
-	req := control.Request{Cmd: control.CmdScale}
+	req := control.Request{Cmd: control.CmdScale, Wait: !noWait}
 	if target[0] == '+' || target[0] == '-' {
 		if n == 0 {
 			return usagef("scale: %s changes nothing; give +N or -N with N of at least 1", target)
@@ -248,13 +295,14 @@ func scaleCommand(args []string, stdout io.Writer) error {
 		}
 		req.Workers = &n
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := control.Do(ctx, path, req, nil)
+	// A waiting scale ends by itself: when the workers serve, or when a
+	// slot fails (after a few ready timeouts at worst).
+	view := newProgressView(stdout)
+	resp, err := control.Do(context.Background(), path, req, func(r control.Response) { view.show(r) })
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, resp.Message)
+	fmt.Fprintln(stdout, view.p.good(resp.Message))
 	return nil
 }
 

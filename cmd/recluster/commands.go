@@ -78,6 +78,7 @@ func commandSummary(cmd string) string {
 var flagChoices = map[string][]string{
 	"ready-when":  {"listening", "started", "ready"},
 	"log-format":  {"text", "json"},
+	"output":      outputFormats,
 	"log-level":   {"debug", "info", "warn", "error"},
 	"stop-signal": {"TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "WINCH", "none"},
 }

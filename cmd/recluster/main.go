@@ -8,10 +8,18 @@
 //	recluster status [--json]
 //	recluster scale N|+N|-N
 //	recluster stop
+//	recluster logs [-f] [--slot N] [--lines N]
 //	recluster upgrade
 //	recluster version
 //
 // Run recluster help for the details.
+//
+// The master is package [github.com/recluster-go/recluster] driven by flags,
+// signals and a control socket; its --metrics endpoints are package
+// [github.com/recluster-go/recluster/metrics]. Workers written in Go use
+// package [github.com/recluster-go/recluster/worker]; any other program
+// takes its sockets the systemd way (LISTEN_FDS) and may say it is ready
+// with sd_notify.
 package main
 
 import (
@@ -59,6 +67,8 @@ Commands:
   scale N|+N|-N                     set the number of workers, or add or
                                     remove some
   stop                              stop the workers gracefully, then the master
+  logs [-f] [--slot N] [--lines N]  print the workers' recent output, which the
+                                    master keeps; -f follows new lines
   upgrade                           re-execute the master from its binary on
                                     disk, in place: same pid, same sockets,
                                     the workers keep running
@@ -69,8 +79,8 @@ Commands:
                                     print a systemd unit for that run command
   help [COMMAND]                    show the help of a command
 
-reload, restart, status, top, scale, stop and upgrade talk to a running
-master through its control socket; give it with --control PATH or
+reload, restart, status, top, scale, stop, logs and upgrade talk to a
+running master through its control socket; give it with --control PATH or
 RECLUSTER_CONTROL. The default is $XDG_RUNTIME_DIR/recluster.sock, or
 recluster-UID/control.sock in $TMPDIR (/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
 paths.
@@ -86,9 +96,16 @@ Examples:
 Run 'recluster help run' for the flags of run.
 `
 
-// The main goroutine stays on the main thread, which forks every worker
-// and makes an upgrade's exec (see recluster.ServeMainThread).
-func init() { runtime.LockOSThread() }
+// The master samples no heap profile: it serves none, and each sampled
+// allocation site would hold a profiling bucket for the life of the
+// process, a table that only grows, page by page, as a long-running master
+// meets new call stacks. The runtime wants this set before the program
+// allocates. The main goroutine stays on the main thread, which forks
+// every worker and makes an upgrade's exec (see recluster.ServeMainThread).
+func init() {
+	runtime.MemProfileRate = 0
+	runtime.LockOSThread()
+}
 
 func main() {
 	code := exitFailure
@@ -117,6 +134,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = scaleCommand(rest, stdout)
 	case "stop":
 		err = stopCommand(rest, stdout)
+	case "logs":
+		err = logsCommand(rest, stdout, stderr)
 	case "completion":
 		err = completionCommand(rest, stdout)
 	case "man":
@@ -135,7 +154,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		if strings.HasPrefix(cmd, "-") {
 			err = usagef("%s is not a command; flags come after the command, as in recluster run %s ... (see recluster --help)", cmd, cmd)
 		} else {
-			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, top, upgrade, version, completion, man, unit and help (see recluster --help)", cmd)
+			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, logs, top, upgrade, version, completion, man, unit and help (see recluster --help)", cmd)
 		}
 	}
 	return report(err, stderr)
@@ -186,6 +205,7 @@ var commandUsage = map[string]string{
 	"status":     statusUsage,
 	"scale":      scaleUsage,
 	"stop":       stopUsage,
+	"logs":       logsUsage,
 	"upgrade":    upgradeUsage,
 	"version":    versionUsage,
 }
@@ -204,7 +224,7 @@ func helpCommand(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, mainUsage)
 			return nil
 		}
-		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, top, upgrade, version, completion, man and unit", args[0])
+		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, logs, top, upgrade, version, completion, man and unit", args[0])
 	}
 	return usagef("help takes one command name, not %d words", len(args))
 }

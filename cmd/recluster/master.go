@@ -21,6 +21,10 @@ type master struct {
 	log     *slog.Logger
 	notify  *sdNotifier
 	stopReq chan struct{}
+	// slots is the number of slots the last Status showed; only onEvent
+	// reads and writes it.
+	slots   int
+	logFile *logFile // --log-file, or nil
 
 	// stopping is set once the stop has begun.
 	stopping atomic.Bool
@@ -53,6 +57,7 @@ func (m *master) loop(signals <-chan os.Signal) int {
 			case syscall.SIGTTIN, syscall.SIGTTOU:
 				m.scaleBy(sig)
 			case syscall.SIGUSR1:
+				m.reopenLogFile()
 				for _, w := range m.c.Workers() {
 					syscall.Kill(w.PID(), syscall.SIGUSR1)
 				}
@@ -81,6 +86,10 @@ func (m *master) scaleBy(sig os.Signal) {
 func (m *master) stop(signals <-chan os.Signal) int {
 	m.stopping.Store(true)
 	m.notify.stop()
+	if drain := m.c.Options().Timeout; drain > 0 {
+		m.log.Info(fmt.Sprintf("recluster: stopping: the workers have up to %v to finish their work; a second Ctrl-C (INT or TERM) kills them now", drain),
+			"workers", len(m.c.Workers()), "timeout", drain.String())
+	}
 	reloading := m.c.Status().Reloading != 0
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -132,8 +141,10 @@ func (m *master) logEvent(e recluster.Event) {
 func (m *master) onEvent(e recluster.Event) {
 	switch e.Kind {
 	case recluster.EventActive:
-		if m.allActive() {
-			m.notify.started(firstReady(m.c.Status().Slots, e.Generation))
+		// Only the first READY=1 needs this check, and a reload of N
+		// workers makes N of these events.
+		if !m.notify.hasStarted() && m.allActive() {
+			m.notify.started(firstReady(m.slots, e.Generation))
 		}
 	case recluster.EventReloadStarted:
 		m.notify.update(systemd.Reloading(fmt.Sprintf("reloading to generation %d", e.Generation)))
@@ -184,9 +195,16 @@ func reloaded(gen int) string {
 	return systemd.Ready(fmt.Sprintf("generation %d active", gen))
 }
 
-// allActive reports whether every slot has an active worker.
+// allActive reports whether every slot has an active worker. It counts
+// the active workers first, which costs the supervisor a glance, and asks
+// for the Status, which reads /proc for every worker, only when they
+// might be enough.
 func (m *master) allActive() bool {
+	if len(m.c.ActiveWorkers()) < m.slots {
+		return false
+	}
 	st := m.c.Status()
+	m.slots = st.Slots
 	active := map[int]bool{}
 	for _, w := range st.Workers {
 		if w.State == recluster.WorkerActive {

@@ -62,7 +62,14 @@ Flags:
                             repeatable
       --dir DIR             the workers' working directory (default: the
                             master's); a relative PROGRAM is found there
-      --prefix              label each line of worker output with [SLOT PID]
+      --output FORMAT       how the workers' output is written, one whole line
+                            at a time: labelled ([SLOT PID gGEN] first),
+                            plain or json (default labelled; see below)
+      --prefix              the same as --output labelled; --prefix=false is
+                            --output plain (kept for old command lines)
+      --log-file PATH       append the master's log and the workers' output
+                            to PATH instead of stderr and stdout; reopened on
+                            USR1 and on recluster logs --reopen (logrotate)
       --control PATH        the control socket (default: see recluster help)
       --reuseport           give each slot a socket of its own with
                             SO_REUSEPORT, inherited by every generation of
@@ -72,6 +79,9 @@ Flags:
                             same slot, chosen in the kernel; implies
                             --reuseport; Linux, TCP, not behind a proxy or
                             NAT (see docs/operations.md)
+      --no-handoff          keep idle keep-alive connections in a draining
+                            worker (Connection: close, grace, close) instead
+                            of handing them to the new generation
       --metrics ADDR        serve Prometheus /metrics, /healthz, /readyz and
                             /status (read only) on ADDR
       --user USER           run the workers as USER (name or uid); the master
@@ -92,6 +102,13 @@ Flags:
   -h, --help                show this help
 
 DUR is a number with a unit: 500ms, 10s, 2m, 1h.
+
+The workers' output (stdout and stderr) goes through the master, which
+writes it one whole line at a time, so that lines of different workers never
+mix, and keeps the last 2000 lines (at most 1 MiB) for recluster logs. A
+line longer than 16 KiB is cut into pieces, each but the last ending in
+"...[continued]". A slow stdout slows the workers' writes; one that takes
+nothing for a second has lines dropped and counted rather than stall them.
 
 Every flag but --env and --config has an environment variable: RECLUSTER_
 and the flag's name in capitals with - as _ (RECLUSTER_WORKERS,
@@ -129,7 +146,7 @@ Signals to the master:
   TERM, INT   stop gracefully (a second one kills the workers at once); the
               exit status is 0 after a clean stop
   TTIN, TTOU  add or remove one worker
-  USR1        forwarded to every worker
+  USR1        reopen --log-file, and forwarded to every worker
 
 Under systemd (Type=notify, or notify-reload) the master sends READY=1 once
 its first workers are ready, RELOADING=1 and READY=1 around each reload and
@@ -146,22 +163,22 @@ Examples:
 
 // runConfig is everything recluster run was told.
 type runConfig struct {
-	workers                                   int
-	listen, env                               []string
-	readyWhen, stopSignal, dir, controlPath   string
-	logFormat, logLevel, configPath           string
-	timeout, respawn, backoff, readyTimeout   time.Duration
-	timeoutSet, respawnSet, backoffSet, rtSet bool
-	minUptime                                 time.Duration
-	minUptimeSet                              bool
-	prefix, reusePort                         bool
-	sticky                                    bool
-	metricsAddr, user, group                  string
-	heartbeatTimeout, maxAge                  time.Duration
-	hbSet, maxAgeSet                          bool
-	maxRSS                                    int64
-	program                                   string
-	args                                      []string
+	workers                                 int
+	listen, env                             []string
+	readyWhen, stopSignal, dir, controlPath string
+	logFormat, logLevel, configPath         string
+	output, logFile                         string
+	timeout, respawn, backoff, readyTimeout time.Duration
+	timeoutSet                              bool // --timeout 0 kills at once, unlike no --timeout
+	minUptime                               time.Duration
+	minUptimeSet                            bool
+	prefix, reusePort                       bool
+	sticky, noHandoff                       bool
+	metricsAddr, user, group                string
+	heartbeatTimeout, maxAge                time.Duration
+	maxRSS                                  int64
+	program                                 string
+	args                                    []string
 }
 
 var signalNames = map[string]syscall.Signal{
@@ -192,28 +209,32 @@ func checkListen(v string) error {
 func newRunFlags(cfg *runConfig) (*flag.FlagSet, []*setting) {
 	cfg.readyWhen, cfg.stopSignal, cfg.logFormat, cfg.logLevel = "listening", "TERM", "text", "info"
 	cfg.controlPath = control.DefaultPath()
+	cfg.prefix = true // labelled output is the default; --prefix=false asks for plain
 	settings := []*setting{
 		{name: "workers", short: "w", env: "RECLUSTER_WORKERS", value: intValue{&cfg.workers, 1}},
 		{name: "listen", env: "RECLUSTER_LISTEN", value: listValue{&cfg.listen, checkListen}, list: true},
 		{name: "ready-when", env: "RECLUSTER_READY_WHEN", value: stringValue{&cfg.readyWhen, oneOf("listening", "started", "ready")}},
 		{name: "min-uptime", env: "RECLUSTER_MIN_UPTIME", value: durationValue{&cfg.minUptime, &cfg.minUptimeSet, atLeast(0, "want a duration of 0 or more")}},
-		{name: "ready-timeout", env: "RECLUSTER_READY_TIMEOUT", value: durationValue{&cfg.readyTimeout, &cfg.rtSet, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
+		{name: "ready-timeout", env: "RECLUSTER_READY_TIMEOUT", value: durationValue{&cfg.readyTimeout, nil, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
 		{name: "timeout", env: "RECLUSTER_TIMEOUT", value: durationValue{&cfg.timeout, &cfg.timeoutSet, atLeast(0, "want a duration of 0 or more")}},
-		{name: "respawn", env: "RECLUSTER_RESPAWN", value: durationValue{&cfg.respawn, &cfg.respawnSet, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
-		{name: "backoff", env: "RECLUSTER_BACKOFF", value: durationValue{&cfg.backoff, &cfg.backoffSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "respawn", env: "RECLUSTER_RESPAWN", value: durationValue{&cfg.respawn, nil, atLeast(time.Millisecond, "want a duration of at least 1ms")}},
+		{name: "backoff", env: "RECLUSTER_BACKOFF", value: durationValue{&cfg.backoff, nil, atLeast(0, "want a duration of 0 or more")}},
 		{name: "stop-signal", env: "RECLUSTER_STOP_SIGNAL", value: stringValue{&cfg.stopSignal, checkSignal}},
 		{name: "env", value: listValue{&cfg.env, checkEnv}, list: true},
 		{name: "dir", env: "RECLUSTER_DIR", value: stringValue{&cfg.dir, notEmpty}},
+		{name: "output", env: "RECLUSTER_OUTPUT", value: stringValue{&cfg.output, oneOf(outputFormats...)}},
 		{name: "prefix", env: "RECLUSTER_PREFIX", value: boolValue{&cfg.prefix}},
+		{name: "log-file", env: "RECLUSTER_LOG_FILE", value: stringValue{&cfg.logFile, notEmpty}},
 		{name: "control", env: "RECLUSTER_CONTROL", value: stringValue{&cfg.controlPath, notEmpty}},
 		{name: "reuseport", env: "RECLUSTER_REUSEPORT", value: boolValue{&cfg.reusePort}},
 		{name: "sticky", env: "RECLUSTER_STICKY", value: boolValue{&cfg.sticky}},
+		{name: "no-handoff", env: "RECLUSTER_NO_HANDOFF", value: boolValue{&cfg.noHandoff}},
 		{name: "metrics", env: "RECLUSTER_METRICS", value: stringValue{&cfg.metricsAddr, notEmpty}},
 		{name: "user", env: "RECLUSTER_USER", value: stringValue{&cfg.user, notEmpty}},
 		{name: "group", env: "RECLUSTER_GROUP", value: stringValue{&cfg.group, notEmpty}},
-		{name: "heartbeat-timeout", env: "RECLUSTER_HEARTBEAT_TIMEOUT", value: durationValue{&cfg.heartbeatTimeout, &cfg.hbSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "heartbeat-timeout", env: "RECLUSTER_HEARTBEAT_TIMEOUT", value: durationValue{&cfg.heartbeatTimeout, nil, atLeast(0, "want a duration of 0 or more")}},
 		{name: "max-rss", env: "RECLUSTER_MAX_RSS", value: sizeValue{&cfg.maxRSS}},
-		{name: "max-age", env: "RECLUSTER_MAX_AGE", value: durationValue{&cfg.maxAge, &cfg.maxAgeSet, atLeast(0, "want a duration of 0 or more")}},
+		{name: "max-age", env: "RECLUSTER_MAX_AGE", value: durationValue{&cfg.maxAge, nil, atLeast(0, "want a duration of 0 or more")}},
 		{name: "log-format", env: "RECLUSTER_LOG_FORMAT", value: stringValue{&cfg.logFormat, oneOf("text", "json")}},
 		{name: "log-level", env: "RECLUSTER_LOG_LEVEL", value: stringValue{&cfg.logLevel, oneOf("debug", "info", "warn", "error")}},
 		{name: "config", env: "RECLUSTER_CONFIG", value: stringValue{&cfg.configPath, notEmpty}},
@@ -299,9 +320,10 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 		Logger:            log,
 		DisableRespawnLog: true, // the respawn-scheduled event is logged instead
 		StopSignal:        signalNames[strings.TrimPrefix(strings.ToUpper(cfg.stopSignal), "SIG")],
-		PrefixOutput:      cfg.prefix,
+		OutputFormat:      cfg.outputFormat(),
 		ReusePort:         cfg.reusePort,
 		Sticky:            cfg.sticky,
+		DisableHandoff:    cfg.noHandoff,
 		User:              cfg.user,
 		Group:             cfg.group,
 		HeartbeatTimeout:  cfg.heartbeatTimeout,
@@ -316,15 +338,10 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 			o.Timeout = -1 // the library's "kill at once"
 		}
 	}
-	if cfg.respawnSet {
-		o.Respawn = cfg.respawn
-	}
-	if cfg.backoffSet {
-		o.Backoff = cfg.backoff
-	}
-	if cfg.rtSet {
-		o.ReadyTimeout = cfg.readyTimeout
-	}
+	// Zero is the library's default for these: --respawn and
+	// --ready-timeout cannot be 0, and --backoff 0 disables the backoff,
+	// as no --backoff does.
+	o.Respawn, o.Backoff, o.ReadyTimeout = cfg.respawn, cfg.backoff, cfg.readyTimeout
 	if cfg.minUptimeSet {
 		o.MinUptime = cfg.minUptime
 		if o.MinUptime == 0 {
@@ -343,6 +360,21 @@ func (cfg *runConfig) options(log *slog.Logger) (string, recluster.Options, []li
 		specs = append(specs, spec)
 	}
 	return program, o, specs, nil
+}
+
+// outputFormats are the values of --output.
+var outputFormats = []string{string(recluster.OutputLabelled), string(recluster.OutputPlain), string(recluster.OutputJSON)}
+
+// outputFormat is --output, or what --prefix stands for when --output is
+// not given.
+func (cfg *runConfig) outputFormat() recluster.OutputFormat {
+	switch {
+	case cfg.output != "":
+		return recluster.OutputFormat(cfg.output)
+	case cfg.prefix:
+		return recluster.OutputLabelled
+	}
+	return recluster.OutputPlain
 }
 
 // withoutEventLines drops the records that repeat a lifecycle event.
@@ -378,12 +410,23 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var file *logFile
+	if cfg.logFile != "" {
+		if file, err = openLogFile(cfg.logFile); err != nil {
+			return err
+		}
+		defer file.Close()
+		stderr = file
+	}
 	logs := newMasterLog(cfg, stderr)
 	defer logs.close()
 	log := logs.master
 	program, opts, specs, err := cfg.options(logs.library)
 	if err != nil {
 		return err
+	}
+	if file != nil {
+		opts.Stdout, opts.Stderr = file, file
 	}
 	limitMemory(opts.Workers)
 
@@ -395,7 +438,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		opts.Sockets = append(opts.Sockets, s.sock)
 	}
 
-	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1)}
+	m := &master{log: log, notify: notify, stopReq: make(chan struct{}, 1), logFile: file}
 	opts.OnEventSync = m.logEvent
 	opts.OnEvent = m.onEvent
 	var mx *metrics.Metrics
@@ -434,7 +477,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &control.Server{Cluster: c, Program: program, Logger: log, Stop: m.requestStop, Upgrade: upgradeHook(m, metricsLn)}
+	srv := &control.Server{Cluster: c, Program: program, Logger: log, Stop: m.requestStop, Reopen: m.reopenLogFile, Upgrade: upgradeHook(m, metricsLn)}
 
 	signals := make(chan os.Signal, 8)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT,

@@ -41,6 +41,14 @@ func (n *sdNotifier) started(state ...string) {
 	n.send(state...)
 }
 
+// hasStarted reports whether the first READY=1 was sent (or the stop has
+// begun, after which it never will be).
+func (n *sdNotifier) hasStarted() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ready || n.stopping
+}
+
 // update sends RELOADING=1 or a READY=1 that ends a reload: only between
 // the first READY=1 and STOPPING=1.
 func (n *sdNotifier) update(state ...string) {

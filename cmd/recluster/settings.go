@@ -27,12 +27,6 @@ type setting struct {
 	list  bool // repeatable; the variable holds a comma-separated list
 }
 
-// isBoolFlag lets the flag package accept --prefix without a value.
-type boolFlag interface {
-	flag.Value
-	IsBoolFlag() bool
-}
-
 // layer parses args into fs (whose flags are the settings), then fills the
 // settings not given as flags from the environment (getenv) and then from
 // the config file named by the config setting. It returns the arguments
@@ -167,7 +161,8 @@ func (v intValue) Set(s string) error {
 	return nil
 }
 
-// durationValue records whether it was set: zero and unset differ.
+// durationValue records whether it was set, where zero and unset differ
+// (set is nil where they do not).
 type durationValue struct {
 	d     *time.Duration
 	set   *bool
@@ -191,7 +186,10 @@ func (v durationValue) Set(s string) error {
 			return err
 		}
 	}
-	*v.d, *v.set = d, true
+	*v.d = d
+	if v.set != nil {
+		*v.set = true
+	}
 	return nil
 }
 
@@ -282,9 +280,8 @@ func (v boolValue) Set(s string) error {
 	return nil
 }
 
+// IsBoolFlag lets the flag package accept --prefix without a value.
 func (v boolValue) IsBoolFlag() bool { return true }
-
-var _ boolFlag = boolValue{}
 
 // sizeValue is a byte count, with an optional K, M or G suffix (powers of
 // 1024).

@@ -27,7 +27,7 @@ func TestLayering(t *testing.T) {
 
 	cfg := parse()
 	if cfg.workers != 1 || cfg.timeout != 7*time.Second || !cfg.timeoutSet || cfg.readyWhen != "ready" || !cfg.prefix ||
-		!slices.Equal(cfg.listen, []string{"a=127.0.0.1:1", "127.0.0.1:2"}) || !slices.Equal(cfg.env, []string{"A=1"}) || cfg.backoffSet {
+		!slices.Equal(cfg.listen, []string{"a=127.0.0.1:1", "127.0.0.1:2"}) || !slices.Equal(cfg.env, []string{"A=1"}) || cfg.backoff != 0 {
 		t.Errorf("from the file: %+v", cfg)
 	}
 	env["RECLUSTER_WORKERS"] = "2"
@@ -69,6 +69,29 @@ func TestParseListen(t *testing.T) {
 	for _, bad := range []string{"", "80", "host", "unix:", "a:b=1", "x=127.0.0.1:99999", "=:80"} {
 		if _, err := parseListen(bad); err == nil {
 			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// Handoff is on unless --no-handoff (or its variable) turns it off.
+func TestNoHandoff(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		off  bool
+	}{{nil, "", false}, {[]string{"--no-handoff"}, "", true}, {nil, "true", true}} {
+		cfg, err := parseRun(append(tc.args, "--", "/bin/true"), func(k string) string {
+			if k == "RECLUSTER_NO_HANDOFF" {
+				return tc.env
+			}
+			return ""
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, o, _, err := cfg.options(nil)
+		if err != nil || o.DisableHandoff != tc.off {
+			t.Errorf("args %v, RECLUSTER_NO_HANDOFF=%q: DisableHandoff %v (error %v), want %v", tc.args, tc.env, o.DisableHandoff, err, tc.off)
 		}
 	}
 }

@@ -39,7 +39,7 @@ Flags:
 func topCommand(args []string, stdout io.Writer) error {
 	interval, count := time.Second, 0
 	path, rest, err := clientFlags("top", topUsage, args, func(fs *flag.FlagSet) {
-		fs.Var(durationValue{&interval, new(bool), atLeast(100*time.Millisecond, "want at least 100ms")}, "interval", "")
+		fs.Var(durationValue{&interval, nil, atLeast(100*time.Millisecond, "want at least 100ms")}, "interval", "")
 		fs.Var(intValue{&count, 0}, "count", "")
 	})
 	if err != nil {

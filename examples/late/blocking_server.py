@@ -1,24 +1,27 @@
 """A blocking, single-threaded HTTP server that knows nothing of recluster:
 it takes the socket systemd-style on fd 3 after LATE_MS (3 s by default)
 and waits for connections in accept(2), or in poll(2) or select(2) with
-WAIT=poll or WAIT=select. SIGTERM ends it between requests."""
+WAIT=poll or WAIT=select. SIGTERM ends it between requests.
+
+The signal handler only sets a flag: were it to raise (sys.exit), it could
+do so just after accept(2) returned a connection and drop it. So every wait
+is bounded (SO_RCVTIMEO on the socket, a timeout for poll and select), and the
+loop looks at the flag between waits."""
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 
 BODY = b"hello from blocking python\n"
-busy = False
 stopping = False
 
 
 def on_term(signum, frame):
     global stopping
     stopping = True
-    if not busy:
-        sys.exit(0)
 
 
 def serve(conn):
@@ -41,28 +44,31 @@ def serve(conn):
 
 
 def main():
-    global busy
     signal.signal(signal.SIGTERM, on_term)
     time.sleep(int(os.environ.get("LATE_MS", "3000")) / 1000)
     sock = socket.socket(fileno=3)
     sock.setblocking(True)
     wait = os.environ.get("WAIT", "accept")
-    while True:
+    # accept(2) gives up after 100 ms with EAGAIN: after poll or select,
+    # another worker may have taken the connection.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100_000))
+    while not stopping:
         if wait == "poll":
             p = select.poll()
             p.register(sock, select.POLLIN)
-            if not p.poll(1000):
+            if not p.poll(100):
                 continue
         elif wait == "select":
-            if not select.select([sock], [], [], 1.0)[0]:
+            if not select.select([sock], [], [], 0.1)[0]:
                 continue
-        conn, _ = sock.accept()
-        busy = True
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            continue  # the accept timed out, or another worker took it
         with conn:
+            conn.settimeout(None)
             serve(conn)
-        busy = False
-        if stopping:
-            sys.exit(0)
+    sys.exit(0)
 
 
 main()

@@ -70,6 +70,7 @@ type cliStatus struct {
 		Generation int    `json:"generation"`
 		State      string `json:"state"`
 	} `json:"workers"`
+	FailingSlots []int `json:"failing_slots"`
 }
 
 func runUnderCLI(t *testing.T, p program) {

@@ -45,6 +45,11 @@ func Do(ctx context.Context, path string, req Request, progress func(Response)) 
 		return Response{}, err
 	}
 	defer conn.Close()
+	return exchange(ctx, conn, path, req, progress)
+}
+
+// exchange sends req on conn and reads the master's answers.
+func exchange(ctx context.Context, conn net.Conn, path string, req Request, progress func(Response)) (Response, error) {
 	// A live master answers at once (a progress line for the long
 	// requests); one that does not is wedged, and waiting without limit
 	// would hang the caller too.
@@ -60,9 +65,9 @@ func Do(ctx context.Context, path string, req Request, progress func(Response)) 
 	if err != nil {
 		return Response{}, err
 	}
-	if _, err := conn.Write(append(line, '\n')); err != nil {
-		return Response{}, fmt.Errorf("control socket %s: sending the request: %w", path, err)
-	}
+	_, sendErr := conn.Write(append(line, '\n'))
+	// A master too busy to take the request answers and closes at once;
+	// the send may fail then, but the answer is in the socket: read it.
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	var last Response
@@ -91,6 +96,9 @@ func Do(ctx context.Context, path string, req Request, progress func(Response)) 
 			return r, &RemoteError{Msg: msg, Outcome: r.Outcome}
 		}
 		return r, nil
+	}
+	if sendErr != nil {
+		return Response{}, fmt.Errorf("control socket %s: sending the request: %w", path, sendErr)
 	}
 	if ctx.Err() != nil {
 		return Response{}, fmt.Errorf("control socket %s: no answer in time: %w", path, ctx.Err())

@@ -3,11 +3,14 @@
 // own user (or root), checked with the kernel's peer credentials.
 //
 // The protocol is JSON lines: the client sends one Request line; the server
-// answers with zero or more progress lines (Response.Progress set) and then
-// one final line (Response.OK, or Response.Error), and closes the
-// connection. The server runs in the master (recluster run); the client is
-// used by the recluster subcommands reload, restart, status, scale, stop
-// and top.
+// answers with zero or more progress lines (Response.Progress set, and
+// Response.Event for a reload with Request.Progress) and then one final
+// line (Response.OK, or Response.Error), and closes the connection. A
+// field a client does not know may be ignored: new fields are only ever
+// added, with omitempty, and a new request field changes nothing for a
+// client that does not send it. The server runs in the master (recluster run); the client is
+// used by the recluster subcommands reload, restart, status, scale, stop,
+// logs and top.
 package control
 
 import (
@@ -37,6 +40,17 @@ const (
 	// CmdStop stops the cluster gracefully; the final answer comes once
 	// every worker has exited.
 	CmdStop = "stop"
+	// CmdLogs sends recent lines of the workers' output (Request.Lines,
+	// Request.Slot), each in a progress line "output" with Response.Line,
+	// then the final answer; with Request.Follow, a progress line
+	// "following" and then new lines as they come, until the client closes
+	// the connection (or the master stops: then a final answer). A
+	// progress line "missed" with Response.Missed counts lines a follower
+	// that read too slowly missed.
+	CmdLogs = "logs"
+	// CmdReopenLogs reopens the master's --log-file, as after logrotate
+	// renamed it.
+	CmdReopenLogs = "reopen-logs"
 	// CmdUpgrade re-executes the master in place (Cluster.Upgrade); the
 	// final answer comes from the new master, on the same connection.
 	CmdUpgrade = "upgrade"
@@ -49,8 +63,17 @@ const MaxRequest = 64 << 10
 type Request struct {
 	Cmd string `json:"cmd"`
 	// Wait (reload): answer when the reload has finished, not when it has
-	// started.
+	// started. Wait (scale): answer once every slot has an active worker
+	// and the removed slots' workers have exited.
 	Wait bool `json:"wait,omitempty"`
+	// Probation (reload with Wait): a duration such as "30s"; the answer
+	// comes once the new generation has stayed up that long, and is an
+	// error naming the slot if one of its workers died meanwhile.
+	Probation string `json:"probation,omitempty"`
+	// Progress (reload with Wait): send a progress line with an Event for
+	// each step as it happens, and give the final answer only once the old
+	// generation has exited (it is killed after the master's timeout).
+	Progress bool `json:"progress,omitempty"`
 	// Workers (scale): the new number of slots.
 	Workers *int `json:"workers,omitempty"`
 	// Delta (scale): slots to add (positive) or remove (negative).
@@ -60,6 +83,13 @@ type Request struct {
 	// Sample (status): measure each worker's CPU use over a short window
 	// (about 200ms) instead of leaving CPUPercent zero.
 	Sample bool `json:"sample,omitempty"`
+	// Slot (logs): only this slot's lines.
+	Slot *int `json:"slot,omitempty"`
+	// Lines (logs): how many of the most recent lines to send; default
+	// every line kept.
+	Lines *int `json:"lines,omitempty"`
+	// Follow (logs): go on with new lines as they come.
+	Follow bool `json:"follow,omitempty"`
 }
 
 // Response is one line of the server's answer. A line with Progress set is
@@ -71,8 +101,57 @@ type Response struct {
 	Message  string  `json:"message,omitempty"`
 	Status   *Status `json:"status,omitempty"`
 	// Outcome (reload with Wait) says how the reload ended, so that a
-	// client can tell a superseded reload from a failed one.
+	// client can tell a superseded reload from a failed one. A reload whose
+	// probation failed is "committed" with an Error: the new generation
+	// serves, but one of its slots is crashing.
 	Outcome recluster.ReloadOutcome `json:"outcome,omitempty"`
+	// Line (logs) is a line of a worker's output.
+	Line *recluster.OutputLine `json:"line,omitempty"`
+	// Missed (logs with Follow) counts lines a slow follower missed.
+	Missed int `json:"missed,omitempty"`
+	// Event is the step a progress line reports (reload with Progress).
+	Event *Event `json:"event,omitempty"`
+}
+
+// Event is a lifecycle event (recluster.Event) as the control socket
+// carries it.
+type Event struct {
+	Kind       recluster.EventKind `json:"kind"`
+	Time       time.Time           `json:"time"`
+	Slot       int                 `json:"slot"` // -1 for the cluster's own events
+	PID        int                 `json:"pid,omitempty"`
+	Generation int                 `json:"generation,omitempty"`
+	// ExitCode (exited) is -1 when Signal ended the worker.
+	ExitCode int    `json:"exit_code,omitempty"`
+	Signal   string `json:"signal,omitempty"`
+	// DurationMS is a committed reload's time, a scheduled respawn's
+	// delay, or how long a drained reload's old generation took to go.
+	DurationMS float64 `json:"duration_ms,omitempty"`
+	Reason     string  `json:"reason,omitempty"`
+	Error      string  `json:"error,omitempty"`
+}
+
+// NewEvent converts a recluster.Event for the wire.
+func NewEvent(e recluster.Event) *Event {
+	out := &Event{Kind: e.Kind, Time: e.Time, Slot: e.Slot, PID: e.PID, Generation: e.Generation,
+		ExitCode: e.ExitCode, Reason: e.Reason}
+	if e.Signal != 0 {
+		out.Signal = e.Signal.String()
+	}
+	if e.Err != nil {
+		out.Error = e.Err.Error()
+	}
+	d := e.Duration
+	if e.Kind == recluster.EventRespawnScheduled {
+		d = e.Delay
+	}
+	out.DurationMS = float64(d) / float64(time.Millisecond)
+	return out
+}
+
+// Duration returns DurationMS as a time.Duration.
+func (e *Event) Duration() time.Duration {
+	return time.Duration(e.DurationMS * float64(time.Millisecond))
 }
 
 // Status is the cluster's recluster.Status plus what only the command
@@ -87,6 +166,9 @@ type Status struct {
 	Addrs     []string `json:"addrs"`
 	// Workers shadows recluster.Status.Workers with the resource figures.
 	Workers []WorkerStatus `json:"workers"`
+	// OutputDropped counts the lines of worker output the master dropped
+	// because its stdout or stderr was blocked (Cluster.OutputDropped).
+	OutputDropped int64 `json:"output_dropped"`
 }
 
 // WorkerStatus is recluster.WorkerStatus (which has the process's RSS and

@@ -59,6 +59,14 @@ func TestDoWithoutMaster(t *testing.T) {
 // server and returns the socket path.
 func startCluster(t *testing.T, workers int) (*recluster.Cluster, string) {
 	t.Helper()
+	c, path, _ := startServer(t, workers, func(*Server) {})
+	return c, path
+}
+
+// startServer is startCluster with a server that configure may adjust
+// before it serves.
+func startServer(t *testing.T, workers int, configure func(*Server)) (*recluster.Cluster, string, *Server) {
+	t.Helper()
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Skip("no sleep program")
@@ -83,6 +91,7 @@ func startCluster(t *testing.T, workers int) (*recluster.Cluster, string) {
 		default:
 		}
 	}}
+	configure(srv)
 	go srv.Serve(ln)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -90,7 +99,7 @@ func startCluster(t *testing.T, workers int) (*recluster.Cluster, string) {
 		c.Terminate(ctx)
 		srv.Close(ctx)
 	})
-	return c, path
+	return c, path, srv
 }
 
 type devNull struct{}

@@ -3,6 +3,7 @@ package control
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/internal/lossy"
 )
 
 // requestTimeout bounds how long a client may take to send its request.
@@ -92,6 +94,9 @@ type Server struct {
 	// Stop asks the command to stop the cluster gracefully; it must not
 	// block. The server then waits for Cluster.Done before it answers.
 	Stop func()
+	// Reopen reopens the master's log file (CmdReopenLogs); nil: the
+	// master has none.
+	Reopen func() error
 	// Logger receives refused connections and bad requests; default
 	// slog.Default().
 	Logger *slog.Logger
@@ -100,6 +105,11 @@ type Server struct {
 	// which sends the final answer. It returns only if the upgrade was
 	// refused or failed.
 	Upgrade func(ln net.Listener, conn net.Conn, progress func(string)) error
+
+	// Zero means requestTimeout and maxPending; tests make them longer
+	// or smaller.
+	requestTimeout time.Duration
+	maxPending     int
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -143,20 +153,21 @@ func (s *Server) Serve(ln net.Listener) error {
 			return net.ErrClosed
 		}
 		pc := &pendingConn{Conn: conn}
-		if len(s.pending) >= maxPending {
+		switch victim, refuse := admit(s.pending, s.pendingLimit(), isIdle); {
+		case refuse:
+			// Every waiting connection has sent something: the caller is
+			// turned away, with a word why rather than a reset.
+			waiting := len(s.pending)
+			s.refuse(conn, waiting)
+			s.mu.Unlock()
+			s.logger().Warn("recluster: control socket: too many connections waiting to send a request; refusing one", "waiting", waiting)
+			continue
+		case victim != nil:
 			// Idle connections must not lock an operator out: the newest
-			// idle one makes room. Only when every waiting connection has
-			// sent something is the caller turned away, with a word why.
-			victim := s.newestIdle()
-			if victim == nil {
-				s.refuse(conn, len(s.pending))
-				s.mu.Unlock()
-				s.logger().Warn("recluster: control socket: too many connections waiting to send a request; refusing one", "waiting", maxPending)
-				continue
-			}
+			// idle one makes room.
 			s.dropPending(victim)
-			s.refuse(victim, maxPending)
-			s.logger().Debug("recluster: control socket: dropped an idle connection to make room", "waiting", maxPending)
+			s.refuse(victim, len(s.pending)+1)
+			s.logger().Debug("recluster: control socket: dropped an idle connection to make room", "waiting", len(s.pending)+1)
 		}
 		s.pending = append(s.pending, pc)
 		s.conns[conn] = true
@@ -217,16 +228,27 @@ func (c *pendingConn) awaitInput() {
 	})
 }
 
-// newestIdle returns the newest waiting connection that has sent nothing,
-// or nil. s.mu is held.
-func (s *Server) newestIdle() *pendingConn {
-	for i := len(s.pending) - 1; i >= 0; i-- {
-		if c := s.pending[i]; !c.received.Load() && !hasInput(c.Conn) {
-			return c
+// admit decides what a new connection costs when waiting (oldest first)
+// have not sent their requests yet: nothing while fewer than limit wait;
+// else the newest idle one, the victim, gives up its place; and when none
+// is idle, the new caller is refused.
+func admit(waiting []*pendingConn, limit int, idle func(*pendingConn) bool) (victim *pendingConn, refuse bool) {
+	if len(waiting) < limit {
+		return nil, false
+	}
+	for i := len(waiting) - 1; i >= 0; i-- {
+		if idle(waiting[i]) {
+			return waiting[i], false
 		}
 	}
-	return nil
+	return nil, true
 }
+
+// isIdle reports whether c has sent nothing yet, neither read by its
+// handler nor waiting in the socket.
+func isIdle(c *pendingConn) bool { return !c.received.Load() && !hasInput(c.Conn) }
+
+func (s *Server) pendingLimit() int { return cmp.Or(s.maxPending, maxPending) }
 
 // dropPending removes c from the waiting connections. s.mu is held.
 func (s *Server) dropPending(c *pendingConn) {
@@ -268,13 +290,24 @@ func (s *Server) refuse(conn net.Conn, waiting int) {
 	}()
 }
 
+// sayBusy answers a connection the master will not serve. It then reads
+// the client's request line (for up to busyLinger), so that the close does
+// not come before the client has sent it: the client then gets the answer
+// and a clean end of file. A client that sends later still finds the
+// answer waiting in its socket (Do reads it even after its send failed).
 func sayBusy(conn net.Conn, waiting int) {
-	conn.SetDeadline(time.Now().Add(time.Second))
-	json.NewEncoder(conn).Encode(Response{Error: fmt.Sprintf("master busy: %d connections waiting to send a request; try again", waiting)})
-	// Read what the client sent, so that closing with unread data does
-	// not reset the connection before it has read the answer.
-	conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	io.Copy(io.Discard, io.LimitReader(conn, MaxRequest))
+	conn.SetDeadline(time.Now().Add(busyLinger))
+	json.NewEncoder(conn).Encode(Response{Error: busyMessage(waiting)})
+	br := bufio.NewReader(io.LimitReader(conn, MaxRequest))
+	br.ReadSlice('\n')
+}
+
+// busyLinger bounds how long a refused connection is kept to read the
+// client's request.
+const busyLinger = time.Second
+
+func busyMessage(waiting int) string {
+	return fmt.Sprintf("master busy: %d connections waiting to send a request; try again", waiting)
 }
 
 // Close stops accepting, removes the socket, and gives requests in flight
@@ -325,7 +358,7 @@ func (s *Server) handle(pc *pendingConn) {
 		fail("%v", err)
 		return
 	}
-	conn.SetReadDeadline(time.Now().Add(requestTimeout))
+	conn.SetReadDeadline(time.Now().Add(cmp.Or(s.requestTimeout, requestTimeout)))
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 0, 4096), MaxRequest)
 	scanned := sc.Scan()
@@ -365,17 +398,36 @@ func (s *Server) handle(pc *pendingConn) {
 		s.restart(req, reply)
 	case CmdStop:
 		s.stop(conn, reply)
+	case CmdLogs:
+		s.logs(conn, req, reply)
+	case CmdReopenLogs:
+		if s.Reopen == nil {
+			fail("this master writes no log file")
+		} else if err := s.Reopen(); err != nil {
+			fail("%v", err)
+		} else {
+			reply(Response{OK: true, Message: "log file reopened"})
+		}
 	case CmdUpgrade:
 		s.upgrade(pc.Conn, reply)
 	case "":
-		fail("malformed request: no cmd; use one of status, reload, restart, scale, stop, upgrade")
+		fail("malformed request: no cmd; use one of status, reload, restart, scale, stop, logs, reopen-logs, upgrade")
 	default:
-		fail("unknown command %q; use one of status, reload, restart, scale, stop, upgrade", req.Cmd)
+		fail("unknown command %q; use one of status, reload, restart, scale, stop, logs, reopen-logs, upgrade", req.Cmd)
 	}
 }
 
 func (s *Server) reload(req Request, reply func(Response) bool) {
 	c := s.Cluster
+	var probation time.Duration
+	if req.Probation != "" {
+		d, err := time.ParseDuration(req.Probation)
+		if err != nil || d < 0 {
+			reply(Response{Error: fmt.Sprintf("reload: probation %q is not a duration such as 30s", req.Probation)})
+			return
+		}
+		probation = d
+	}
 	if !req.Wait {
 		if st := c.Status(); st.Phase != recluster.PhaseRunning {
 			reply(Response{Error: fmt.Sprintf("cannot reload: the cluster is %s", st.Phase)})
@@ -385,17 +437,95 @@ func (s *Server) reload(req Request, reply func(Response) bool) {
 		reply(Response{OK: true, Message: "reload started"})
 		return
 	}
-	reply(Response{Progress: "reload started"})
-	if err := c.Reload(context.Background()); err != nil {
+	opts := []recluster.ReloadOption{recluster.WithProbation(probation)}
+	var steps *reloadSteps
+	if !req.Progress {
+		reply(Response{Progress: "reload started"})
+	} else { // the reload-started event is the first line
+		steps = newReloadSteps(reply)
+		opts = append(opts, recluster.WithProgress(steps.push))
+	}
+	err := c.Reload(context.Background(), opts...)
+	committed := err == nil || errors.Is(err, recluster.ErrProbationFailed)
+	if steps != nil {
+		if committed {
+			select {
+			case <-steps.last:
+			default:
+				if old := s.oldWorkers(); old > 0 {
+					steps.say(fmt.Sprintf("waiting for %d old workers to finish their work (the master kills them after its --timeout)", old))
+				}
+				<-steps.last // the old generation has gone
+			}
+		}
+		steps.close()
+	}
+	switch {
+	case errors.Is(err, recluster.ErrProbationFailed):
+		reply(Response{Error: err.Error(), Outcome: recluster.ReloadCommitted})
+	case err != nil:
 		outcome := recluster.ReloadAborted
 		if errors.Is(err, recluster.ErrSuperseded) {
 			outcome = recluster.ReloadSuperseded
 		}
 		reply(Response{Error: err.Error(), Outcome: outcome})
-		return
+	default:
+		msg := fmt.Sprintf("reload finished: generation %d is active", c.Status().Generation)
+		if probation > 0 {
+			msg += fmt.Sprintf(" and stayed up through its %v probation", probation)
+		}
+		reply(Response{OK: true, Outcome: recluster.ReloadCommitted, Message: msg})
 	}
-	st := c.Status()
-	reply(Response{OK: true, Outcome: recluster.ReloadCommitted, Message: fmt.Sprintf("reload finished: generation %d is active", st.Generation)})
+}
+
+// oldWorkers counts the workers of generations older than the active one.
+func (s *Server) oldWorkers() int {
+	st := s.Cluster.Status()
+	n := 0
+	for _, w := range st.Workers {
+		if w.Generation < st.Generation {
+			n++
+		}
+	}
+	return n
+}
+
+// reloadSteps writes a reload's events as progress lines, in order, from
+// a goroutine of its own: the events come from the supervisor, which must
+// not wait for a slow client.
+type reloadSteps struct {
+	q    *lossy.Queue[Response]
+	last chan struct{} // closed at the reload's last event
+	once sync.Once
+}
+
+// progressBacklog bounds the progress lines waiting for a slow client;
+// beyond it, a line says how many were missed.
+const progressBacklog = 4096
+
+func newReloadSteps(reply func(Response) bool) *reloadSteps {
+	return &reloadSteps{
+		q: lossy.New(progressBacklog, func(r Response) { reply(r) }, func(missed int) {
+			reply(Response{Progress: fmt.Sprintf("%d progress lines missed: the client reads too slowly", missed)})
+		}),
+		last: make(chan struct{}),
+	}
+}
+
+func (r *reloadSteps) push(e recluster.Event) {
+	r.q.Push(Response{Progress: e.String(), Event: NewEvent(e)})
+	switch e.Kind {
+	case recluster.EventReloadDrained, recluster.EventReloadAborted, recluster.EventStopped:
+		r.once.Do(func() { close(r.last) })
+	}
+}
+
+func (r *reloadSteps) say(line string) { r.q.Push(Response{Progress: line}) }
+
+// close waits until every queued line has been written.
+func (r *reloadSteps) close() {
+	r.q.Close()
+	<-r.q.Done()
 }
 
 func (s *Server) scale(req Request, reply func(Response) bool) {
@@ -419,7 +549,63 @@ func (s *Server) scale(req Request, reply func(Response) bool) {
 		reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
 		return
 	}
+	if req.Wait {
+		reply(Response{Progress: fmt.Sprintf("scaling to %d workers", n)})
+		if err := s.awaitSlots(n, reply); err != nil {
+			reply(Response{Error: err.Error()})
+			return
+		}
+	}
 	reply(Response{OK: true, Message: fmt.Sprintf("scaled to %d workers", n)})
+}
+
+// scalePoll is how often a waiting scale looks at the cluster.
+const scalePoll = 50 * time.Millisecond
+
+// awaitSlots waits until slots 0..n-1 each have an active worker and no
+// worker is left in a higher slot, reporting each slot that gets its
+// worker. It gives up when a slot it waits for is failing (its workers
+// keep dying), or when the cluster stops or is scaled to another size.
+func (s *Server) awaitSlots(n int, reply func(Response) bool) error {
+	start := time.Now()
+	seen := map[int]bool{} // slots reported active, and -1 once the removed slots were mentioned
+	for first, st := true, s.Cluster.Status(); ; first, st = false, s.Cluster.Status() {
+		switch {
+		case st.Phase != recluster.PhaseRunning:
+			return fmt.Errorf("scale: the cluster is %s", st.Phase)
+		case st.Slots != n:
+			return fmt.Errorf("scale: the cluster was scaled to %d workers meanwhile", st.Slots)
+		case len(st.FailingSlots) > 0:
+			return fmt.Errorf("scale: slot %d is failing: its workers keep dying before they are ready or soon after; see the master's log", st.FailingSlots[0])
+		}
+		active, above := map[int]int{}, 0
+		for _, w := range st.Workers {
+			if w.Slot >= n {
+				above++
+			} else if w.State == recluster.WorkerActive {
+				active[w.Slot] = w.PID
+			}
+		}
+		for slot, pid := range active {
+			if !seen[slot] {
+				seen[slot] = true
+				if !first { // the slots that served already are no news
+					reply(Response{Progress: fmt.Sprintf("slot %d: pid %d active after %v", slot, pid, time.Since(start).Round(time.Millisecond))})
+				}
+			}
+		}
+		if len(active) == n && above == 0 {
+			return nil
+		}
+		if above > 0 && len(active) == n && !seen[-1] {
+			seen[-1] = true
+			reply(Response{Progress: fmt.Sprintf("waiting for %d workers of removed slots to finish their work", above)})
+		}
+		select {
+		case <-time.After(scalePoll):
+		case <-s.Cluster.Done():
+		}
+	}
 }
 
 // restart replaces the slots one at a time, so that at most one slot is
@@ -474,7 +660,7 @@ func (s *Server) upgrade(conn net.Conn, reply func(Response) bool) {
 func (s *Server) status(sample bool) Status {
 	st := s.Cluster.Status()
 	exe, _ := os.Readlink("/proc/self/exe")
-	out := Status{Status: st, MasterPID: os.Getpid(), MasterExe: exe, Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}}
+	out := Status{Status: st, MasterPID: os.Getpid(), MasterExe: exe, Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}, OutputDropped: s.Cluster.OutputDropped()}
 	for _, a := range s.Cluster.Addrs() {
 		out.Addrs = append(out.Addrs, a.Network()+":"+a.String())
 	}
@@ -499,4 +685,70 @@ func (s *Server) status(sample bool) Status {
 		out.Workers = append(out.Workers, ws)
 	}
 	return out
+}
+
+func (s *Server) logs(conn net.Conn, req Request, reply func(Response) bool) {
+	slot, n := -1, -1
+	if req.Slot != nil {
+		if slot = *req.Slot; slot < 0 {
+			reply(Response{Error: fmt.Sprintf("logs: slot %d is not a slot; slots are 0 and up", slot)})
+			return
+		}
+	}
+	if req.Lines != nil {
+		if n = *req.Lines; n < 0 {
+			reply(Response{Error: fmt.Sprintf("logs: lines %d: want 0 or more", n)})
+			return
+		}
+	}
+	line := func(l recluster.OutputLine) bool { return reply(Response{Progress: "output", Line: &l}) }
+	lines, err := s.Cluster.Output(slot, n)
+	if err != nil {
+		reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
+		return
+	}
+	if !req.Follow {
+		for _, l := range lines {
+			if !line(l) {
+				return
+			}
+		}
+		reply(Response{OK: true, Message: fmt.Sprintf("%d lines", len(lines))})
+		return
+	}
+	if !reply(Response{Progress: "following"}) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The client ends a follow by closing its connection.
+	go func() {
+		io.Copy(io.Discard, conn)
+		cancel()
+	}()
+	go func() {
+		select {
+		case <-s.Cluster.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err = s.Cluster.FollowOutput(ctx, slot, n, func(l recluster.OutputLine) {
+		if !line(l) {
+			cancel()
+		}
+	}, func(missed int) {
+		if !reply(Response{Progress: "missed", Missed: missed}) {
+			cancel()
+		}
+	})
+	if err != nil {
+		reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
+		return
+	}
+	select {
+	case <-s.Cluster.Done():
+		reply(Response{OK: true, Message: "the master stopped"})
+	default:
+	}
 }

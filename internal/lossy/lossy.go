@@ -4,21 +4,34 @@
 // is full, new items are dropped and counted; the count is delivered in
 // order, at the place of the gap, so that the consumer learns exactly how
 // much it missed and where.
+//
+// A producer that may wait a little (a reader of a worker's output, which
+// would rather slow its worker than lose its lines) uses PushWithin: it
+// waits for room while the consumer moves, and drops only once the
+// consumer has stalled.
 package lossy
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
-// Queue holds at most its capacity of items, and a marker for each gap
-// between them.
+// Queue holds at most its capacity of items (and, when sized, of bytes),
+// and a marker for each gap between them.
 type Queue[T any] struct {
-	mu     sync.Mutex
-	items  []entry[T]
-	count  int // items in items, gap markers aside
-	limit  int
-	closed bool
-	wake   chan struct{} // a token when items were added or the queue closed
-	done   chan struct{} // closed when the consumer has returned
-	start  func()        // starts the consumer, once, at the first item
+	mu       sync.Mutex
+	items    []entry[T]
+	count    int // items in items, gap markers aside
+	limit    int
+	bytes    int // the size of the items, when sized
+	maxBytes int
+	size     func(T) int // nil: the queue is bounded by count only
+	closed   bool
+	wake     chan struct{} // a token when items were added or the queue closed
+	done     chan struct{} // closed when the consumer has returned
+	start    func()        // starts the consumer, once, at the first item
+	taken    chan struct{} // closed when the consumer next takes an entry; nil until a producer waits
+	stalled  bool          // a patient producer saw the consumer take nothing for its patience
 }
 
 // entry is an item, or a gap of missed items when missed > 0.
@@ -30,7 +43,17 @@ type entry[T any] struct {
 // New starts a queue of capacity items whose consumer goroutine calls
 // deliver for each item and gap for each run of missed items, in order.
 func New[T any](capacity int, deliver func(T), gap func(missed int)) *Queue[T] {
-	q := &Queue[T]{limit: capacity, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return NewSized(capacity, 0, nil, deliver, gap)
+}
+
+// NewSized is New for a queue that also holds at most maxBytes of items,
+// as measured by size. An item larger than maxBytes is queued only into an
+// empty queue.
+func NewSized[T any](capacity, maxBytes int, size func(T) int, deliver func(T), gap func(missed int)) *Queue[T] {
+	if size == nil {
+		maxBytes = 0
+	}
+	q := &Queue[T]{limit: capacity, maxBytes: maxBytes, size: size, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	// A queue that is never used costs no goroutine.
 	q.start = sync.OnceFunc(func() { go q.consume(deliver, gap) })
 	return q
@@ -45,19 +68,57 @@ func (q *Queue[T]) Push(v T) (dropped, newGap bool) {
 	if q.closed {
 		return true, false
 	}
-	if q.count >= q.limit {
-		if n := len(q.items); q.items[n-1].missed > 0 {
-			q.items[n-1].missed++
-			return true, false
-		}
-		q.items = append(q.items, entry[T]{missed: 1})
-		q.signal()
-		return true, true
+	if !q.fits(v) {
+		return true, q.dropLocked()
 	}
-	q.count++
-	q.items = append(q.items, entry[T]{item: v})
-	q.signal()
+	q.addLocked(v)
 	return false, false
+}
+
+// PushWithin queues v, waiting for room while the consumer goes on taking
+// items: a slow consumer slows the producer and loses nothing. Once the
+// consumer has taken nothing for patience, it counts as stalled and v is
+// dropped as Push drops it; so is every item that finds the queue full
+// after that, at once, until the consumer takes an item again.
+func (q *Queue[T]) PushWithin(v T, patience time.Duration) (dropped, newGap bool) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		switch {
+		case q.closed:
+			return true, false
+		case q.fits(v):
+			q.addLocked(v)
+			return false, false
+		case q.stalled:
+			return true, q.dropLocked()
+		}
+		if q.taken == nil {
+			q.taken = make(chan struct{})
+		}
+		taken := q.taken
+		if timer == nil {
+			timer = time.NewTimer(patience)
+		} else {
+			timer.Reset(patience)
+		}
+		q.mu.Unlock()
+		select {
+		case <-taken:
+			q.mu.Lock()
+		case <-timer.C:
+			q.mu.Lock()
+			if q.taken == taken { // nothing was taken while we waited
+				q.stalled = true
+			}
+		}
+	}
 }
 
 // Offer queues v only if there is room, and counts
@@ -65,11 +126,39 @@ func (q *Queue[T]) Push(v T) (dropped, newGap bool) {
 func (q *Queue[T]) Offer(v T) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed || q.count >= q.limit {
+	if q.closed || !q.fits(v) {
 		return false
 	}
+	q.addLocked(v)
+	return true
+}
+
+// fits reports whether v has room. q.mu is held.
+func (q *Queue[T]) fits(v T) bool {
+	if q.count >= q.limit {
+		return false
+	}
+	return q.maxBytes <= 0 || q.count == 0 || q.bytes+q.size(v) <= q.maxBytes
+}
+
+// addLocked queues v. q.mu is held.
+func (q *Queue[T]) addLocked(v T) {
 	q.count++
+	if q.size != nil {
+		q.bytes += q.size(v)
+	}
 	q.items = append(q.items, entry[T]{item: v})
+	q.signal()
+}
+
+// dropLocked counts a dropped item and reports whether it starts a gap.
+// q.mu is held.
+func (q *Queue[T]) dropLocked() (newGap bool) {
+	if n := len(q.items); n > 0 && q.items[n-1].missed > 0 {
+		q.items[n-1].missed++
+		return false
+	}
+	q.items = append(q.items, entry[T]{missed: 1})
 	q.signal()
 	return true
 }
@@ -116,6 +205,14 @@ func (q *Queue[T]) consume(deliver func(T), gap func(int)) {
 		}
 		if e.missed == 0 {
 			q.count--
+			if q.size != nil {
+				q.bytes -= q.size(e.item)
+			}
+		}
+		q.stalled = false
+		if q.taken != nil {
+			close(q.taken)
+			q.taken = nil
 		}
 		q.mu.Unlock()
 		if e.missed > 0 {

@@ -81,3 +81,106 @@ func TestGapIsCountedWhereItHappened(t *testing.T) {
 		t.Fatalf("delivered %v, want %v (negative: a gap of that many)", got, want)
 	}
 }
+
+func TestSizedQueueIsBoundedByBytes(t *testing.T) {
+	gate := make(chan struct{})
+	var got []int
+	q := NewSized(100, 10, func(v int) int { return v }, func(v int) {
+		<-gate
+		got = append(got, v)
+	}, func(missed int) { got = append(got, -missed) })
+	q.Push(1) // taken by the consumer, which waits at the gate
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		taken := q.count == 0
+		q.mu.Unlock()
+		if taken {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the consumer never took the first item")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, v := range []int{4, 6} { // 10 bytes: full
+		if dropped, _ := q.Push(v); dropped {
+			t.Fatalf("item %d dropped with room for its bytes", v)
+		}
+	}
+	if dropped, _ := q.Push(1); !dropped {
+		t.Fatal("an item queued past the byte bound")
+	}
+	close(gate)
+	q.Close()
+	<-q.Done()
+	if want := []int{1, 4, 6, -1}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+}
+
+// A patient producer loses nothing to a consumer that is slow but moves.
+func TestPushWithinWaitsForAMovingConsumer(t *testing.T) {
+	var got []int
+	q := New(2, func(v int) {
+		time.Sleep(time.Millisecond)
+		got = append(got, v)
+	}, func(missed int) { got = append(got, -missed) })
+	for i := 1; i <= 50; i++ {
+		if dropped, _ := q.PushWithin(i, 10*time.Second); dropped {
+			t.Fatalf("item %d dropped though the consumer moves", i)
+		}
+	}
+	q.Close()
+	<-q.Done()
+	if len(got) != 50 || got[0] != 1 || got[49] != 50 {
+		t.Fatalf("delivered %v, want 1 to 50", got)
+	}
+}
+
+// Once the consumer has stalled for the producer's patience, items are
+// dropped at once, and patience applies again after the consumer moves.
+func TestPushWithinDropsForAStalledConsumer(t *testing.T) {
+	gate := make(chan struct{})
+	var got []int
+	q := New(1, func(v int) {
+		<-gate
+		got = append(got, v)
+	}, func(missed int) { got = append(got, -missed) })
+	q.PushWithin(1, time.Second) // taken, then stuck at the gate
+	q.PushWithin(2, time.Second) // waits in the queue
+	start := time.Now()
+	if dropped, newGap := q.PushWithin(3, 50*time.Millisecond); !dropped || !newGap {
+		t.Fatalf("item 3 not dropped (%v) or no new gap (%v) for a stalled consumer", dropped, newGap)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("item 3 dropped after %v, before the producer's patience", waited)
+	}
+	start = time.Now()
+	if dropped, _ := q.PushWithin(4, 10*time.Second); !dropped {
+		t.Fatal("item 4 queued into a full queue")
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("item 4 waited %v for a consumer known to be stalled", waited)
+	}
+	close(gate)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		q.mu.Lock()
+		stalled := q.stalled
+		q.mu.Unlock()
+		if !stalled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the consumer, let go, never took an item")
+		}
+	}
+	if dropped, _ := q.PushWithin(5, 10*time.Second); dropped {
+		t.Fatal("item 5 dropped though the consumer moves again")
+	}
+	q.Close()
+	<-q.Done()
+	if want := []int{1, 2, -2, 5}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+}

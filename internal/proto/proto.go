@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,7 +24,7 @@ import (
 
 // Environment variables that the master sets for every worker.
 const (
-	// EnvWorkerID is the worker's slot, 0..N-1 (the seed's WORKER_ID).
+	// EnvWorkerID is the worker's slot, 0..N-1 (WORKER_ID, as in the Node.js recluster).
 	EnvWorkerID = "WORKER_ID"
 	// EnvGeneration counts reloads: 1 for the first generation.
 	EnvGeneration = "RECLUSTER_GENERATION"
@@ -57,6 +59,15 @@ const (
 	CmdHeartbeat = "heartbeat"
 	// CmdStatus from a worker carries a free-form status line for operators.
 	CmdStatus = "status"
+	// CmdHandoff carries one idle HTTP/1.1 connection, as its attached fd:
+	// from a draining worker to the master, and from the master to a worker
+	// that said it takes them (Message.Handoff in its listen request), whose
+	// listener for Network/Address yields it from Accept. See
+	// docs/protocol.md, "Connection handoff".
+	CmdHandoff = "handoff"
+	// CmdHandoffFallback from a draining worker counts connections it could
+	// not hand over (Count of them, for Reason: "tls", "h2", "hijacked").
+	CmdHandoffFallback = "handoff_fallback"
 )
 
 // maxQueuedFDs bounds the descriptors received and not yet claimed.
@@ -75,6 +86,13 @@ type Message struct {
 	Address string `json:"address,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Status  string `json:"status,omitempty"`
+	// Handoff, in a listen request, says the worker takes handed-over
+	// connections on that listener; in the master's disconnect, that the
+	// worker may hand its idle connections over (a worker of a newer
+	// generation takes them).
+	Handoff bool   `json:"handoff,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Count   int    `json:"count,omitempty"`
 }
 
 // ErrMalformed wraps a line that is not a valid message; the connection
@@ -84,8 +102,8 @@ var ErrMalformed = errors.New("malformed message")
 // Conn is one end of a channel. Send may be called from several goroutines;
 // Receive from one at a time.
 type Conn struct {
-	// DiscardFDs closes every descriptor that arrives: the master expects
-	// none from a worker, and must not let one fill its descriptor table.
+	// DiscardFDs closes every descriptor that arrives, for a side that
+	// expects none.
 	DiscardFDs bool
 
 	// WriteTimeout, when set, bounds each Send, so that a peer that stops
@@ -100,6 +118,8 @@ type Conn struct {
 	readErr error
 	// skipping is set while the rest of an overlong line is dropped.
 	skipping bool
+
+	closeAfterRead atomic.Bool // see CloseAfterReading
 }
 
 // NewConn takes ownership of fd, a connected Unix stream socket.
@@ -166,9 +186,11 @@ func (c *Conn) Send(m Message, fd int) error {
 	return err
 }
 
-// Receive returns the next message. A listen reply without an Error comes
-// with the descriptor that was attached to it (else fd is -1); the caller
-// owns it. A malformed line returns an error wrapping ErrMalformed, and the
+// Receive returns the next message. A listen reply without an Error, and a
+// handoff, come with the descriptor that was attached to it (else fd is
+// -1); the caller owns it. Descriptors queue in arrival order: a peer that
+// attaches one to another message only hurts its own next listen or
+// handoff, and the queue is bounded. A malformed line returns an error wrapping ErrMalformed, and the
 // next call goes on with the line after it.
 func (c *Conn) Receive() (m Message, fd int, err error) {
 	fd = -1
@@ -189,13 +211,15 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 			if m.Cmd == "" {
 				return Message{}, -1, fmt.Errorf("%w: %q has no \"cmd\"", ErrMalformed, truncate(line))
 			}
-			if m.Cmd == CmdListen && m.Error == "" && len(c.fds) > 0 {
+			if (m.Cmd == CmdListen && m.Error == "" || m.Cmd == CmdHandoff) && len(c.fds) > 0 {
 				fd, c.fds = c.fds[0], c.fds[1:]
 			}
 			return m, fd, nil
 		}
 		if c.readErr != nil {
-			if errors.Is(c.readErr, os.ErrDeadlineExceeded) {
+			if c.closeAfterRead.Load() {
+				c.uc.Close()
+			} else if errors.Is(c.readErr, os.ErrDeadlineExceeded) {
 				// Interrupt's doing: the channel is still good.
 				err := c.readErr
 				c.readErr = nil
@@ -276,16 +300,30 @@ func (c *Conn) Interrupt() { c.uc.SetReadDeadline(time.Now()) }
 func (c *Conn) Resume() { c.uc.SetReadDeadline(time.Time{}) }
 
 // Buffered returns the bytes read from the socket and not returned by
-// Receive yet: the start of a line whose end has not arrived. It must not
-// be called while a Receive is in progress.
-func (c *Conn) Buffered() []byte { return bytes.Clone(c.buf) }
+// Receive yet (the start of a line whose end has not arrived), and the
+// descriptors that came with them and wait for their line, which stay c's.
+// It must not be called while a Receive is in progress.
+func (c *Conn) Buffered() ([]byte, []int) { return bytes.Clone(c.buf), slices.Clone(c.fds) }
 
-// Unread puts bytes taken with Buffered (by another Conn on the same
-// socket, maybe in another process) back before what the socket holds.
-func (c *Conn) Unread(b []byte) { c.buf = append(bytes.Clone(b), c.buf...) }
+// Unread puts bytes and descriptors taken with Buffered (by another Conn
+// on the same socket, maybe in another process) back before what the
+// socket holds; c owns the descriptors from then on.
+func (c *Conn) Unread(b []byte, fds []int) {
+	c.buf = append(bytes.Clone(b), c.buf...)
+	c.fds = append(slices.Clone(fds), c.fds...)
+}
 
 // SyscallConn gives access to the channel's descriptor.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn() }
+
+// CloseAfterReading lets the reader take what the peer sent before it
+// went away (handed connections must not be lost with the channel), then
+// closes the channel: at the end of the stream, or after timeout if some
+// other process still holds the peer's end.
+func (c *Conn) CloseAfterReading(timeout time.Duration) {
+	c.closeAfterRead.Store(true)
+	c.uc.SetReadDeadline(time.Now().Add(timeout))
+}
 
 // Close closes the channel; a Receive in progress returns an error, and
 // releases the descriptors that nobody claimed.

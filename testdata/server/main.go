@@ -12,8 +12,16 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
+	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -28,6 +36,8 @@ func main() {
 	mode := flag.String("mode", "ok", "behaviour when -modefile is absent")
 	modeFile := flag.String("modefile", "", "file whose first word overrides -mode")
 	delay := flag.Duration("delay", 0, "delay for the late and ready modes")
+	useTLS := flag.Bool("tls", false, "serve HTTPS (and h2) with a self-signed certificate")
+	h2c := flag.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge)")
 	flag.Parse()
 	if *modeFile != "" {
 		if b, err := os.ReadFile(*modeFile); err == nil && len(strings.Fields(string(b))) > 0 {
@@ -61,6 +71,9 @@ func main() {
 		w.Header().Set("X-Worker-Id", id)
 		w.Header().Set("X-Worker-Pid", pid)
 		w.Header().Set("X-Generation", gen)
+		if r.URL.Query().Get("until") == "disconnect" {
+			<-worker.Disconnected() // answer once the drain has begun
+		}
 		if ms, err := strconv.Atoi(r.URL.Query().Get("sleep")); err == nil {
 			if r.URL.Query().Get("flush") != "" {
 				// Let the client see the request is in flight.
@@ -78,6 +91,8 @@ func main() {
 			fmt.Fprint(w, os.Getuid(), " ", os.Getgid())
 		case "/crash":
 			os.Exit(3)
+		case "/echo":
+			io.Copy(w, r.Body)
 		case "/retire":
 			worker.Retire()
 			fmt.Fprint(w, "retiring")
@@ -85,8 +100,37 @@ func main() {
 			fmt.Fprintf(w, "worker %s pid %s gen %s", id, pid, gen)
 		}
 	})
-	if err := worker.Serve(&http.Server{Handler: mux}, ln); err != nil {
+	srv := &http.Server{Handler: mux}
+	if *useTLS {
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{selfSigned()}}
+	}
+	if *h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	if err := worker.Serve(srv, ln); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(4)
 	}
+}
+
+// selfSigned makes a certificate for 127.0.0.1 that lives as long as the
+// process.
+func selfSigned() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

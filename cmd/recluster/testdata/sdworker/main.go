@@ -4,7 +4,11 @@
 //
 // Environment: SDWORKER_NOTIFY=1 sends READY=1 once serving (after
 // SDWORKER_READY_DELAY); SDWORKER_EXIT=N exits with status N at once;
-// SDWORKER_DRAIN=D stops accepting on SIGTERM and waits D before Shutdown.
+// SDWORKER_DRAIN=D stops accepting on SIGTERM and waits D before Shutdown;
+// SDWORKER_FLOOD=N (in slot SDWORKER_FLOOD_SLOT, default 0) sends N lines
+// on the master's channel in bursts of 500 (SDWORKER_FLOOD_PAUSE apart,
+// default 50ms), unknown commands or, with SDWORKER_FLOOD_KIND=malformed,
+// lines that are not JSON, then prints "sdworker flood done".
 //
 // GET / answers "pid=PID slot=SLOT gen=GEN"; GET /env runs env(1) in a
 // child process and returns its output; GET /info returns what the worker
@@ -12,6 +16,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -52,6 +57,9 @@ func main() {
 		w.Write(out)
 	})
 	fmt.Println("sdworker serving", id)
+	if n, _ := strconv.Atoi(os.Getenv("SDWORKER_FLOOD")); n > 0 && os.Getenv("WORKER_ID") == cmp.Or(os.Getenv("SDWORKER_FLOOD_SLOT"), "0") {
+		go flood(n, os.Getenv("SDWORKER_FLOOD_KIND") == "malformed")
+	}
 	srv := &http.Server{Handler: mux}
 	for _, ln := range listeners {
 		go srv.Serve(ln)
@@ -77,4 +85,35 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(ctx)
+}
+
+// flood sends n junk lines on the channel, a burst at a time, so that
+// they keep coming while the test does other things.
+func flood(n int, malformed bool) {
+	fd, err := strconv.Atoi(os.Getenv("RECLUSTER_CHANNEL_FD"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sdworker: no channel to flood:", err)
+		return
+	}
+	channel := os.NewFile(uintptr(fd), "channel")
+	pause, err := time.ParseDuration(os.Getenv("SDWORKER_FLOOD_PAUSE"))
+	if err != nil {
+		pause = 50 * time.Millisecond
+	}
+	for i := 0; i < n; {
+		var burst []byte
+		for end := min(n, i+500); i < end; i++ {
+			if malformed {
+				burst = fmt.Appendf(burst, "junk %d, not JSON\n", i)
+			} else {
+				burst = fmt.Appendf(burst, "{\"cmd\":\"junk-%d\"}\n", i)
+			}
+		}
+		if _, err := channel.Write(burst); err != nil {
+			fmt.Fprintln(os.Stderr, "sdworker: flood:", err)
+			return
+		}
+		time.Sleep(pause)
+	}
+	fmt.Println("sdworker flood done")
 }

@@ -1,0 +1,32 @@
+package recluster
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// A worker whose process has not started when its ReadyTimeout passes (a
+// slow fork, or a trampoline slow to exec on a swamped machine) is killed
+// once it starts, and the kill names the timeout, not "no longer needed".
+func TestKillBeforeTheStartKeepsItsReason(t *testing.T) {
+	var killed []Event
+	h := newHarness(t, Options{Workers: 1, ReadyTimeout: time.Second, OnEventSync: func(e Event) {
+		if e.Kind == EventKilled {
+			killed = append(killed, e)
+		}
+	}})
+	h.runReady()
+	h.sys.hold = true
+	h.active(0).proc.(*fakeProc).exit(1)
+	h.advance(time.Minute) // the respawn is due, its start is held, its ReadyTimeout passes
+	if len(h.sys.pending) == 0 {
+		t.Fatal("no respawn was started")
+	}
+	h.sys.hold = false
+	h.sys.releaseStarts()
+	h.settle()
+	if len(killed) != 1 || !strings.Contains(killed[0].Reason, "was not ready within 1s") {
+		t.Fatalf("killed events %v, want one naming the ReadyTimeout", killed)
+	}
+}
