@@ -58,6 +58,14 @@ type workerProcess struct {
 	hooks      workerHooks
 	readerDone chan struct{}
 	notifyDone chan struct{}
+	// outputs are its stdout and stderr pipes when the master relays
+	// them (output.go).
+	outputs []*outputStream
+	// paused is closed once an upgrade has stopped every reader (nil when
+	// none is stopping them); drainedDone once, after release, the channel
+	// and the output pipes have been read to their ends.
+	paused      chan struct{}
+	drainedDone chan struct{}
 }
 
 func newOutbox() chan outgoing { return make(chan outgoing, outboxSize+handoffQueueSize) }
@@ -175,9 +183,12 @@ func (p *workerProcess) signal(sig syscall.Signal) {
 	}
 }
 
-func (p *workerProcess) kill() {
-	syscall.Kill(-p.id, syscall.SIGKILL)
-	syscall.Kill(p.id, syscall.SIGKILL)
+func (p *workerProcess) kill() { killTree(p.id) }
+
+// killTree sends SIGKILL to pid and to its process group.
+func killTree(pid int) {
+	syscall.Kill(-pid, syscall.SIGKILL)
+	syscall.Kill(pid, syscall.SIGKILL)
 }
 
 func (p *workerProcess) release() {
@@ -196,4 +207,27 @@ func (p *workerProcess) release() {
 	// What the worker started in its process group must not outlive it
 	// and keep the port.
 	syscall.Kill(-p.id, syscall.SIGKILL)
+	p.drainedDone = make(chan struct{})
+	go p.readToEnd(p.paused)
 }
+
+// readToEnd closes drainedDone once the channel and the output pipes of a
+// released worker have been read to their ends, after starting their
+// readers again if an upgrade had stopped them (paused is then not nil).
+func (p *workerProcess) readToEnd(paused <-chan struct{}) {
+	if paused != nil {
+		<-paused
+		p.readerDone = make(chan struct{})
+		go p.readChannel()
+		for _, o := range p.outputs {
+			o.resume()
+		}
+	}
+	<-p.readerDone
+	for _, o := range p.outputs {
+		<-o.done
+	}
+	close(p.drainedDone)
+}
+
+func (p *workerProcess) drained() <-chan struct{} { return p.drainedDone }

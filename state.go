@@ -68,6 +68,15 @@ type upgradeState struct {
 	Bound      map[string]string `json:"bound,omitempty"`
 	Workers    []stateWorker     `json:"workers"`
 
+	// Windows are the probation windows of generations (tracks.window).
+	Windows map[int]time.Duration `json:"windows,omitempty"`
+	// Handoffs and HandoffFallbacks are the handoff counters.
+	Handoffs         map[string]int `json:"handoffs,omitempty"`
+	HandoffFallbacks map[string]int `json:"handoff_fallbacks,omitempty"`
+	// Output is the output relay's state, when the master relays the
+	// workers' output; their pipes are in Workers.
+	Output *stateRelay `json:"output,omitempty"`
+
 	// Files and Data belong to the program that embeds the cluster
 	// (UpgradeOptions).
 	Files map[string]int    `json:"files,omitempty"`
@@ -116,6 +125,30 @@ type stateWorker struct {
 	PendingFDs []int  `json:"pending_fds,omitempty"`
 	Notify     int    `json:"notify_fd"` // -1: none
 	NotifyPath string `json:"notify_path,omitempty"`
+	// UptimeIn is the time left until its slot's crash loop clears.
+	UptimeIn *time.Duration `json:"uptime_in,omitempty"`
+	// HandoffKeys are the sockets on which it takes handed connections.
+	HandoffKeys []string `json:"handoff_keys,omitempty"`
+	// Outputs are the pipes of its stdout and stderr that the master
+	// relays.
+	Outputs []stateOutput `json:"outputs,omitempty"`
+}
+
+// stateOutput is the master's end of a worker's output pipe; Held is the
+// start of a line read from it whose end had not arrived.
+type stateOutput struct {
+	Stream string `json:"stream"`
+	FD     int    `json:"fd"`
+	Held   []byte `json:"held,omitempty"`
+}
+
+// stateRelay is what the output relay holds: the recent lines (for
+// recluster logs), the lines its sink had not taken yet, and its counts.
+type stateRelay struct {
+	History []OutputLine `json:"history,omitempty"`
+	Queued  []OutputLine `json:"queued,omitempty"`
+	Missed  int          `json:"missed,omitempty"` // dropped among Queued, not yet reported
+	Dropped int64        `json:"dropped,omitempty"`
 }
 
 // encodeState writes st in format stateFormat.
@@ -283,6 +316,9 @@ func (st *upgradeState) descriptors() []int {
 	for _, w := range st.Workers {
 		fds = append(fds, w.Channel)
 		fds = append(fds, w.PendingFDs...)
+		for _, o := range w.Outputs {
+			fds = append(fds, o.FD)
+		}
 		if w.Notify >= 0 {
 			fds = append(fds, w.Notify)
 		}

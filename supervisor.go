@@ -568,6 +568,7 @@ func (s *supervisor) release(w *Worker) {
 	w.stopAcceptWatching()
 	if w.proc != nil {
 		w.proc.release()
+		s.readToEnd(w)
 	}
 }
 

@@ -137,6 +137,12 @@ func (p *fakeProc) kill() {
 
 func (p *fakeProc) release() { p.released = true }
 
+func (p *fakeProc) drained() <-chan struct{} {
+	done := make(chan struct{})
+	close(done)
+	return done
+}
+
 // say delivers a message from the worker.
 func (p *fakeProc) say(cmd string) { p.hooks.message(proto.Message{Cmd: cmd}, -1) }
 

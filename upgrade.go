@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,7 +218,17 @@ type upgradeOp struct {
 	started time.Time
 	paused  map[*Worker]bool
 	waiting int
+	// Once every reader has stopped, the upgrade waits (at most
+	// transitWait) for the channels of exited workers to be read to
+	// their end: the connections they handed over are in transit there.
+	transitTimer timer
+	transitLate  bool
 }
+
+// transitWait bounds an upgrade's wait for the channels and output of
+// exited workers (their channel is read for at most a second after the
+// exit; see workerProcess.release).
+const transitWait = 2 * time.Second
 
 // upgradeRefusal says why an upgrade cannot start now, or nil.
 func (s *supervisor) upgradeRefusal() error {
@@ -243,8 +254,10 @@ func (s *supervisor) upgradeBlocker() error {
 		return refuse("a restart is in progress; upgrade once it has finished")
 	case s.opts.Sticky:
 		return refuse("Sticky mode's socket program and retiring slots do not travel across an exec yet; restart the cluster to change its binary")
-	case s.opts.PrefixOutput || s.opts.Stdout != nil || s.opts.Stderr != nil:
-		return refuse("the workers' output goes through pipes that the master copies (PrefixOutput, Stdout or Stderr), which an exec would close; run without them to upgrade in place")
+	case len(s.tracks.list) > 0:
+		return refuse(fmt.Sprintf("the reload to generation %d is still followed (its probation, or the drain of the generation it replaced); upgrade once it has ended (see recluster status)", s.tracks.list[0].gen))
+	case s.c.relay == nil && (!isFile(s.opts.Stdout) || !isFile(s.opts.Stderr)):
+		return refuse("the workers' output goes through pipes that the master copies to Options.Stdout or Stderr, which are not files and do not travel across an exec; set OutputFormat (the relay travels) or give files to upgrade in place")
 	}
 	if _, ok := s.sys.(*osSystem); !ok {
 		return refuse("the cluster does not run real processes")
@@ -255,6 +268,13 @@ func (s *supervisor) upgradeBlocker() error {
 		}
 	}
 	return nil
+}
+
+// isFile reports whether w is a file the workers can write to directly
+// (or nil: the master's own).
+func isFile(w io.Writer) bool {
+	_, ok := w.(*os.File)
+	return w == nil || ok
 }
 
 // beginUpgrade starts the freeze: it stops every worker's readers, and
@@ -274,18 +294,42 @@ func (s *supervisor) beginUpgrade(opts UpgradeOptions, result chan error) {
 			s.post(func(s *supervisor) { s.upgradePaused(op) })
 		})
 	}
-	if op.waiting == 0 {
-		s.finishUpgrade(op)
-	}
+	s.upgradeAfterTransit()
 }
 
 func (s *supervisor) upgradePaused(op *upgradeOp) {
 	if s.upgrading != op {
 		return
 	}
-	if op.waiting--; op.waiting == 0 {
-		s.finishUpgrade(op)
+	op.waiting--
+	s.upgradeAfterTransit()
+}
+
+// upgradeAfterTransit goes on with an upgrade whose freeze is complete
+// once no handed connection can be in transit in the channel of a worker
+// that exited, nor its last output in its pipes: each is read to its end
+// first (readToEnd), for at most transitWait.
+func (s *supervisor) upgradeAfterTransit() {
+	op := s.upgrading
+	if op == nil || op.waiting > 0 {
+		return
 	}
+	if len(s.handoff.reading) > 0 && !op.transitLate {
+		if op.transitTimer == nil {
+			op.transitTimer = s.after(transitWait, func(s *supervisor) {
+				if s.upgrading == op {
+					op.transitLate = true
+					s.log.Warn("recluster: upgrading although the channel or output of an exited worker is still open", "workers", len(s.handoff.reading), "waited", transitWait.String())
+					s.upgradeAfterTransit()
+				}
+			})
+		}
+		return
+	}
+	if op.transitTimer != nil {
+		op.transitTimer.Stop()
+	}
+	s.finishUpgrade(op)
 }
 
 // finishUpgrade execs the new program; it returns only if the upgrade
@@ -315,6 +359,11 @@ func (s *supervisor) execUpgrade(op *upgradeOp) error {
 	for w := range s.workers {
 		w.proc.(*workerProcess).flush()
 	}
+	var output *stateRelay
+	if sys.relay != nil {
+		output = sys.relay.takeState()
+		defer func() { sys.relay.giveBack(output) }() // reached only if the exec failed
+	}
 	// No exit may be reaped from here on: it would be lost in the exec.
 	sys.reaper.mu.Lock()
 	defer sys.reaper.mu.Unlock()
@@ -322,6 +371,7 @@ func (s *supervisor) execUpgrade(op *upgradeOp) error {
 	if err != nil {
 		return fmt.Errorf("recluster: upgrade failed: %w; the master goes on unchanged", err)
 	}
+	st.Output = output
 	err = execWithState(st, op.opts.Binary, op.opts.Args)
 	return fmt.Errorf("recluster: upgrade failed: cannot execute %s: %w; the master goes on unchanged", op.opts.Binary, err)
 }
@@ -362,6 +412,8 @@ func (s *supervisor) snapshot(op *upgradeOp, sys *osSystem) (*upgradeState, erro
 		return nil, errors.New("a passed socket is missing from the registry")
 	}
 	st.Unlinks, st.Bound = reg.unlinks, reg.bound
+	st.Windows = s.tracks.window
+	st.Handoffs, st.HandoffFallbacks = s.handoffCounts()
 	for _, w := range s.sortedWorkers() {
 		if _, ok := sys.reaper.tracked[w.pid]; !ok {
 			// It was reaped before the freeze: its exit is on its way to
@@ -383,6 +435,13 @@ func (s *supervisor) snapshot(op *upgradeOp, sys *osSystem) (*upgradeState, erro
 			Channel: channel, Notify: notify,
 		}
 		sw.Pending, sw.PendingFDs = p.conn.Buffered()
+		if sw.Outputs, err = p.outputState(); err != nil {
+			return nil, fmt.Errorf("worker %d (pid %d): %w", w.slot, w.pid, err)
+		}
+		sw.UptimeIn = timeLeft(w.uptimeTimer, now)
+		for key := range w.handoffKeys {
+			sw.HandoffKeys = append(sw.HandoffKeys, key)
+		}
 		if p.notify != nil {
 			sw.NotifyPath = p.notify.path
 		}
@@ -430,8 +489,7 @@ func (s *supervisor) adopt(st *upgradeState, result chan error) {
 	if err != nil {
 		// The workers cannot be served: they must not outlive the master.
 		for _, w := range st.Workers {
-			syscall.Kill(-w.PID, syscall.SIGKILL)
-			syscall.Kill(w.PID, syscall.SIGKILL)
+			killTree(w.PID)
 		}
 		s.startFailed = true
 		s.stop()
@@ -458,6 +516,11 @@ func (s *supervisor) adopt(st *upgradeState, result chan error) {
 	}
 	s.acceptFallbackLogged = st.AcceptFallbackLogged
 	s.upgraded = upgradeRecord{count: st.Upgrades, at: now}
+	s.tracks.window = st.Windows
+	s.handoff.results, s.handoff.fallbacks = st.Handoffs, st.HandoffFallbacks
+	if st.Output != nil && sys.relay != nil {
+		sys.relay.adoptState(st.Output)
+	}
 	for _, sw := range st.Workers {
 		s.adoptWorker(sw, sys, now, elapsed)
 	}
@@ -493,15 +556,21 @@ func (s *supervisor) adoptWorker(sw stateWorker, sys *osSystem, now time.Time, e
 	p, err := adoptProcess(sw, hooks)
 	if err != nil {
 		s.log.Error("recluster: cannot take over a worker after the upgrade; killing it", "worker", sw.Slot, "pid", sw.PID, "error", err)
-		syscall.Kill(-sw.PID, syscall.SIGKILL)
-		syscall.Kill(sw.PID, syscall.SIGKILL)
+		killTree(sw.PID)
 		sys.reaper.adopt(sw.PID, func(exitStatus) {})
 		return
 	}
+	p.adoptOutputs(sw, sys.relay)
 	w.proc = p
 	s.add(w)
 	sys.reaper.adopt(w.pid, hooks.exited)
+	for _, key := range sw.HandoffKeys {
+		s.takesHandoffs(w, key)
+	}
 	remaining := func(d *time.Duration) time.Duration { return max(*d-elapsed, 0) }
+	if sw.UptimeIn != nil {
+		s.settleSlotIn(w, remaining(sw.UptimeIn))
+	}
 	if sw.ReadyIn != nil {
 		w.readyTimer = s.after(remaining(sw.ReadyIn), func(s *supervisor) { s.readyTimedOut(w) })
 	}

@@ -25,6 +25,8 @@ func (p *workerProcess) descriptors() (channel, notify int, err error) {
 func adoptProcess(stateWorker, workerHooks) (*workerProcess, error) {
 	return nil, upgradeSupported()
 }
+func (p *workerProcess) outputState() ([]stateOutput, error)    { return nil, upgradeSupported() }
+func (p *workerProcess) adoptOutputs(stateWorker, *outputRelay) {}
 
 func fdOf(c syscall.Conn) (int, error) { return -1, upgradeSupported() }
 

@@ -2,6 +2,7 @@ package recluster
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -14,19 +15,27 @@ import (
 // losing a byte, flush what is queued for it, name its descriptors, and,
 // in the new master, take them over.
 
-// pause stops p's readers; stopped is called (off the caller's goroutine)
-// once both have returned, after they delivered everything they had read.
+// pause stops p's readers (its channel's, its notify socket's and its
+// output pipes'); stopped is called (off the caller's goroutine) once all
+// have returned, after they delivered everything they had read.
 func (p *workerProcess) pause(stopped func()) {
 	p.conn.Interrupt()
+	done := []chan struct{}{p.readerDone}
 	if p.notify != nil {
 		p.notify.conn.SetReadDeadline(time.Now())
+		done = append(done, p.notifyDone)
 	}
-	reader, notify := p.readerDone, p.notifyDone
+	for _, o := range p.outputs {
+		o.pause()
+		done = append(done, o.done)
+	}
+	paused := make(chan struct{})
+	p.paused = paused
 	go func() {
-		<-reader
-		if notify != nil {
-			<-notify
+		for _, ch := range done {
+			<-ch
 		}
+		close(paused)
 		stopped()
 	}()
 }
@@ -34,14 +43,18 @@ func (p *workerProcess) pause(stopped func()) {
 // resume restarts the readers that pause stopped, when an upgrade failed.
 func (p *workerProcess) resume() {
 	if p.released {
-		return
+		return // readToEnd starts them again
 	}
+	p.paused = nil
 	p.conn.Resume()
 	if p.notify != nil {
 		p.notify.conn.SetReadDeadline(time.Time{})
 	}
 	p.readWith(p.hooks)
 	p.listen()
+	for _, o := range p.outputs {
+		o.resume()
+	}
 }
 
 // flush waits until the messages queued for the worker are written, or
@@ -73,6 +86,47 @@ func (p *workerProcess) descriptors() (channel, notify int, err error) {
 		}
 	}
 	return channel, notify, nil
+}
+
+// outputState names p's output pipes, once their readers have paused; a
+// pipe whose reader reached its end is closed, and left out.
+func (p *workerProcess) outputState() ([]stateOutput, error) {
+	var outs []stateOutput
+	for _, o := range p.outputs {
+		if o.ended {
+			continue
+		}
+		fd, err := fdOf(o.file)
+		if err != nil {
+			return nil, fmt.Errorf("%s pipe: %w", o.like.Stream, err)
+		}
+		outs = append(outs, stateOutput{Stream: o.like.Stream, FD: fd, Held: o.held})
+	}
+	return outs, nil
+}
+
+// adoptOutputs takes over w's output pipes: relay reads them on, or, in a
+// master that relays no output, they are copied to its own stdout and
+// stderr as they come, so that no worker blocks on a full pipe.
+func (p *workerProcess) adoptOutputs(w stateWorker, relay *outputRelay) {
+	for _, so := range w.Outputs {
+		f := os.NewFile(uintptr(so.FD), "recluster-output-"+so.Stream)
+		if relay == nil {
+			dst := os.Stdout
+			if so.Stream == "stderr" {
+				dst = os.Stderr
+			}
+			go func() {
+				defer f.Close()
+				dst.Write(so.Held)
+				io.Copy(dst, f)
+			}()
+			continue
+		}
+		o := &outputStream{relay: relay, file: f, like: OutputLine{Slot: w.Slot, PID: w.PID, Generation: w.Gen, Stream: so.Stream}}
+		p.outputs = append(p.outputs, o)
+		o.start(so.Held, nil)
+	}
 }
 
 // fdOf returns the descriptor behind c, which stays c's.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -471,4 +472,74 @@ func upgradedBuild(t *testing.T) string {
 	t.Helper()
 	_, _, second, _ := upgradeBinaries(t)
 	return second
+}
+
+// The workers' output is relayed across upgrades: every line reaches the
+// master's stdout once, whole (those the workers had half written when the
+// master froze too), in order, and no worker notices (no SIGPIPE, no
+// respawn); recluster logs has the lines from before the upgrades and
+// those printed after them.
+func TestUpgradeKeepsRelayingTheWorkersOutput(t *testing.T) {
+	dir, first, second, _ := upgradeBinaries(t)
+	bin := filepath.Join(dir, "recluster")
+	ctl := filepath.Join(dir, "ctl.sock")
+	// Each line in two writes, so that some are half written at the freeze.
+	worker := shellWorker(t, `i=0
+while :; do
+  printf "tick slot=$WORKER_ID n=$i"
+  sleep 0.01
+  printf " end\n"
+  i=$((i+1))
+  sleep 0.01
+done`)
+	m := startProcess(t, ctl, []string{bin, "run", "--control", ctl, "-w", "2", "--ready-when", "started", "--", worker}, nil)
+	m.waitControl()
+	pids := workerPIDs(m.waitAllActive(20 * time.Second))
+	line := regexp.MustCompile(`^\[(\d) (\d+) g1\] tick slot=(\d) n=(\d+) end$`)
+	// last returns the highest n that each slot's lines reached, and
+	// fails the test on a line that is not whole, out of order, twice or
+	// missing, or from another pid.
+	last := func() map[int]int {
+		next := map[int]int{}
+		for _, l := range strings.Split(strings.TrimSuffix(m.stdout.String(), "\n"), "\n") {
+			g := line.FindStringSubmatch(l)
+			if g == nil {
+				if strings.Contains(l, "tick") {
+					t.Fatalf("a worker's line came out broken: %q", l)
+				}
+				continue
+			}
+			slot, _ := strconv.Atoi(g[1])
+			pid, _ := strconv.Atoi(g[2])
+			n, _ := strconv.Atoi(g[4])
+			if g[3] != g[1] || pid != pids[slot] || n != next[slot] {
+				t.Fatalf("line %q: want slot %d pid %d n=%d", l, slot, pids[slot], next[slot])
+			}
+			next[slot] = n + 1
+		}
+		return next
+	}
+	m.waitFor(20*time.Second, "the workers' first lines", func() bool { n := last(); return n[0] > 3 && n[1] > 3 })
+	for _, build := range []string{second, first, second} {
+		deploy(t, build, bin)
+		m.upgrade()
+	}
+	upgraded := last()
+	m.waitFor(20*time.Second, "lines printed after the upgrades", func() bool {
+		n := last()
+		return n[0] > upgraded[0]+10 && n[1] > upgraded[1]+10
+	})
+	if got := workerPIDs(m.status()); fmt.Sprint(got) != fmt.Sprint(pids) {
+		t.Fatalf("workers after the upgrades %v, want %v", got, pids)
+	}
+	logs, errOut, code := cli(t, nil, "logs", "--control", ctl, "--slot", "0", "--lines", "2000")
+	if code != 0 || !strings.Contains(logs, "tick slot=0 n=0 end\n") || !strings.Contains(logs, fmt.Sprintf("tick slot=0 n=%d end\n", upgraded[0]+10)) {
+		t.Fatalf("recluster logs after the upgrades (exit %d, %s) lacks the first line or one printed after the upgrades:\n%s", code, errOut, logs)
+	}
+	if _, errOut, code := cli(t, nil, "stop", "--control", ctl); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	if code := m.waitExit(20 * time.Second); code != 0 {
+		t.Fatalf("the master exited %d", code)
+	}
 }

@@ -119,7 +119,9 @@ type Conn struct {
 	// skipping is set while the rest of an overlong line is dropped.
 	skipping bool
 
-	closeAfterRead atomic.Bool // see CloseAfterReading
+	closeAfterRead atomic.Bool  // see CloseAfterReading
+	interrupted    atomic.Bool  // see Interrupt
+	closeBy        atomic.Int64 // CloseAfterReading's deadline, in Unix nanoseconds
 }
 
 // NewConn takes ownership of fd, a connected Unix stream socket.
@@ -217,13 +219,18 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 			return m, fd, nil
 		}
 		if c.readErr != nil {
-			if c.closeAfterRead.Load() {
-				c.uc.Close()
-			} else if errors.Is(c.readErr, os.ErrDeadlineExceeded) {
+			if c.interrupted.Load() && errors.Is(c.readErr, os.ErrDeadlineExceeded) {
 				// Interrupt's doing: the channel is still good.
 				err := c.readErr
 				c.readErr = nil
 				return Message{}, -1, err
+			}
+			if c.closeAfterRead.Load() {
+				if errors.Is(c.readErr, os.ErrDeadlineExceeded) && time.Now().UnixNano() < c.closeBy.Load() {
+					c.readErr = nil // an Interrupt's deadline, met just before CloseAfterReading
+					continue
+				}
+				c.uc.Close()
 			}
 			for _, fd := range c.fds {
 				unix.Close(fd)
@@ -294,10 +301,16 @@ func truncate(b []byte) []byte {
 // wrapping os.ErrDeadlineExceeded once it has returned every complete line
 // already read, so that the channel can change hands (a master's upgrade in
 // place) without losing a message; Resume undoes it.
-func (c *Conn) Interrupt() { c.uc.SetReadDeadline(time.Now()) }
+func (c *Conn) Interrupt() {
+	c.interrupted.Store(true)
+	c.uc.SetReadDeadline(time.Now())
+}
 
 // Resume lets Receive wait for input again after Interrupt.
-func (c *Conn) Resume() { c.uc.SetReadDeadline(time.Time{}) }
+func (c *Conn) Resume() {
+	c.interrupted.Store(false)
+	c.uc.SetReadDeadline(time.Time{})
+}
 
 // Buffered returns the bytes read from the socket and not returned by
 // Receive yet (the start of a line whose end has not arrived), and the
@@ -320,9 +333,13 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn(
 // went away (handed connections must not be lost with the channel), then
 // closes the channel: at the end of the stream, or after timeout if some
 // other process still holds the peer's end.
+// It undoes an Interrupt: a reader stopped by one is to be started again.
 func (c *Conn) CloseAfterReading(timeout time.Duration) {
+	c.interrupted.Store(false)
+	by := time.Now().Add(timeout)
+	c.closeBy.Store(by.UnixNano())
 	c.closeAfterRead.Store(true)
-	c.uc.SetReadDeadline(time.Now().Add(timeout))
+	c.uc.SetReadDeadline(by)
 }
 
 // Close closes the channel; a Receive in progress returns an error, and
