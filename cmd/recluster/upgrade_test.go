@@ -543,3 +543,71 @@ done`)
 		t.Fatalf("the master exited %d", code)
 	}
 }
+
+var (
+	helloBuild    sync.Once
+	helloBin      string
+	helloBuildErr error
+)
+
+// helloBinary builds examples/hello, whose workers hand their idle
+// keep-alive connections to the next generation.
+func helloBinary(t *testing.T) string {
+	t.Helper()
+	helloBuild.Do(func() {
+		helloBin = filepath.Join(filepath.Dir(reclusterBin), "hello")
+		out, err := exec.Command("go", "build", "-o", helloBin, "../../examples/hello").CombinedOutput()
+		if err != nil {
+			helloBuildErr = fmt.Errorf("building examples/hello: %v\n%s", err, out)
+		}
+	})
+	if helloBuildErr != nil {
+		t.Fatal(helloBuildErr)
+	}
+	return helloBin
+}
+
+// Upgrades right after reloads, under keep-alive load, with workers that
+// hand their idle connections to the new generation: an upgrade is refused
+// while the reload's old generation drains, and once that has ended it
+// waits for the connections still in transit in the channels of the
+// workers that exited. No request fails.
+func TestUpgradeRightAfterReloadsWithHandoff(t *testing.T) {
+	dir, first, second, _ := upgradeBinaries(t)
+	hello := helloBinary(t)
+	bin := filepath.Join(dir, "recluster")
+	ctl := filepath.Join(dir, "ctl.sock")
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	m := startProcess(t, ctl, []string{bin, "run", "--control", ctl, "-w", "2", "--listen", addr, "--timeout", "2s", "--", hello, "--addr", addr}, nil)
+	m.waitControl()
+	m.waitAllActive(20 * time.Second)
+	load := startRawLoad(addr, 8, true)
+	for i, build := range []string{second, first, second} {
+		if _, errOut, code := cli(t, nil, "reload", "--control", ctl); code != 0 {
+			t.Fatalf("reload %d: exit %d: %s", i+1, code, errOut)
+		}
+		deploy(t, build, bin)
+		m.waitFor(30*time.Second, "an upgrade once the reload has ended", func() bool {
+			_, errOut, code := cli(t, nil, "upgrade", "--control", ctl)
+			if code != 0 && !strings.Contains(errOut, "is still followed") {
+				t.Fatalf("upgrade %d: exit %d: %s", i+1, code, errOut)
+			}
+			return code == 0
+		})
+	}
+	ok, failures := load.finish()
+	st := m.status()
+	if len(failures) > 0 || ok == 0 {
+		t.Fatalf("3 reloads each followed by an upgrade: %d ok, failures %v", ok, failures)
+	}
+	if st.Upgrades != 3 || st.Generation != 4 || st.Handoffs["handed"] == 0 {
+		t.Fatalf("after the reloads and upgrades: %d upgrades, generation %d, handoffs %v", st.Upgrades, st.Generation, st.Handoffs)
+	}
+	t.Logf("%d keep-alive requests, none failed; handoffs %v", ok, st.Handoffs)
+	if _, errOut, code := cli(t, nil, "stop", "--control", ctl); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	if code := m.waitExit(20 * time.Second); code != 0 {
+		t.Fatalf("the master exited %d", code)
+	}
+}
