@@ -27,8 +27,11 @@ worker, which notices nothing. No worker is restarted (reload does that).
 First the new binary runs a pre-flight check: it must read the running
 master's state format and exit 0. If it fails, the upgrade is refused with
 the new binary's own error, the old master goes on serving, and upgrade
-exits with status 1. An upgrade is refused, too, while a reload, a restart
-or a stop is in progress, or while a worker is being started.
+exits with status 1. An upgrade is refused, too, while a reload (until the
+generation it replaced has gone, and its --probation), a restart or a stop
+is in progress, or while a worker is being started; retry once it has
+ended. The workers' output keeps flowing: the relay's pipes, the lines it
+had read and its history (recluster logs) travel to the new master.
 
 The answer comes from the new master: its pid (the same) and its version.
 Under systemd the master sends RELOADING=1 before and READY=1 after.
