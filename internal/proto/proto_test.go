@@ -122,13 +122,7 @@ func TestInterruptHandsOverPartialLine(t *testing.T) {
 		}
 	}
 	write(`{"cmd":"ready"}` + "\n" + `{"cmd":"sta`)
-	if m, _, err := master.Receive(); err != nil || m.Cmd != CmdReady {
-		t.Fatalf("first message: %+v, %v", m, err)
-	}
-	master.Interrupt()
-	if _, _, err := master.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("interrupted Receive: %v, want a deadline error", err)
-	}
+	receiveReadyThenInterrupt(t, master)
 	pending, pendingFDs := master.Buffered()
 	if string(pending) != `{"cmd":"sta` || len(pendingFDs) != 0 {
 		t.Fatalf("Buffered = %q, %v", pending, pendingFDs)
@@ -174,13 +168,7 @@ func TestInterruptHandsOverPendingDescriptor(t *testing.T) {
 	if _, _, err := child.uc.WriteMsgUnix([]byte(`{"cmd":"ready"}`+"\n"+`{"cmd":"handoff","net`), unix.UnixRights(int(f.Fd())), nil); err != nil {
 		t.Fatal(err)
 	}
-	if m, _, err := master.Receive(); err != nil || m.Cmd != CmdReady {
-		t.Fatalf("first message: %+v, %v", m, err)
-	}
-	master.Interrupt()
-	if _, _, err := master.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("interrupted Receive: %v, want a deadline error", err)
-	}
+	receiveReadyThenInterrupt(t, master)
 	pending, fds := master.Buffered()
 	if len(fds) != 1 {
 		t.Fatalf("Buffered gave %d descriptors, want 1", len(fds))
@@ -214,4 +202,17 @@ func dupOf(t *testing.T, c *Conn) int {
 		t.Fatal(err)
 	}
 	return dupFD
+}
+
+// receiveReadyThenInterrupt receives the ready message that the peer sent
+// first, interrupts master, and checks that the next Receive says so.
+func receiveReadyThenInterrupt(t *testing.T, master *Conn) {
+	t.Helper()
+	if m, _, err := master.Receive(); err != nil || m.Cmd != CmdReady {
+		t.Fatalf("first message: %+v, %v", m, err)
+	}
+	master.Interrupt()
+	if _, _, err := master.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("interrupted Receive: %v, want a deadline error", err)
+	}
 }
