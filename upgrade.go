@@ -159,9 +159,13 @@ func timeLeft(t timer, now time.Time) *time.Duration {
 // First the new binary is run with a pre-flight check (it must read this
 // master's state format and exit 0); if it fails, the upgrade is refused
 // with the binary's own words and nothing changes. An upgrade is refused,
-// too, while a reload, a restart, a terminate or another upgrade is in
-// progress, or a worker is being started. On success Upgrade does not
-// return: the process is running the new program.
+// too, while a reload (until the generation it replaced has gone), a
+// restart, a terminate or another upgrade is in progress, or a worker is
+// being started; it waits (at most two seconds) for connections that
+// exited workers handed over and that are still in transit. The relayed
+// output (Options.OutputFormat) travels: the workers' pipes, the lines
+// half read, the history of Output. On success Upgrade does not return:
+// the process is running the new program.
 func (c *Cluster) Upgrade(ctx context.Context, opts UpgradeOptions) error {
 	if err := upgradeSupported(); err != nil {
 		return err
