@@ -61,3 +61,29 @@ func ExampleOptions_onEvent() {
 	})
 	_ = c
 }
+
+// A master that upgrades itself in place on SIGUSR1: after a deploy has
+// replaced its binary, the same process (same pid) runs the new code, with
+// the same sockets and workers. The main function runs through
+// ServeMainThread, with the main goroutine locked to the main thread in
+// an init function (runtime.LockOSThread), so that the workers are forked
+// by the thread that later calls execve. In the new program, Run adopts the
+// workers instead of starting new ones.
+func ExampleCluster_Upgrade() {
+	recluster.ServeMainThread(func() {
+		c := recluster.New("/usr/local/bin/my-server", recluster.Options{Workers: 4})
+		if err := c.Run(); err != nil {
+			log.Fatal(err)
+		}
+		if inh := recluster.Inherited(); inh != nil {
+			log.Printf("upgraded in place from %s", inh.PreviousVersion())
+		}
+		signals := make(chan os.Signal, 1)
+		signal.Notify(signals, syscall.SIGUSR1)
+		for range signals {
+			// Returns only if the upgrade was refused or failed; the
+			// cluster then goes on unchanged.
+			log.Print(c.Upgrade(context.Background(), recluster.UpgradeOptions{}))
+		}
+	})
+}

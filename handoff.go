@@ -19,10 +19,36 @@ import (
 // worker drains as before. docs/protocol.md, "Connection handoff", has the
 // exchange; worker/handoffconn.go the worker's side of the race.
 
-// handoffState counts what happened to handed connections.
+// handoffState counts what happened to handed connections, and knows
+// where some may still be in transit.
 type handoffState struct {
 	results   map[string]int // handed, no_worker, send_failed
 	fallbacks map[string]int // by reason, as the workers report them, and no_new_worker
+	// reading are the exited workers whose channels are still read to
+	// their end (release): connections they handed over may be there.
+	reading map[*Worker]bool
+}
+
+// readToEnd follows the reading of w's channel to its end, after w has
+// been released; an upgrade in place waits for it (upgrade.go).
+func (s *supervisor) readToEnd(w *Worker) {
+	drained := w.proc.drained()
+	select {
+	case <-drained:
+		return
+	default:
+	}
+	if s.handoff.reading == nil {
+		s.handoff.reading = map[*Worker]bool{}
+	}
+	s.handoff.reading[w] = true
+	go func() {
+		<-drained
+		s.post(func(s *supervisor) {
+			delete(s.handoff.reading, w)
+			s.upgradeAfterTransit()
+		})
+	}()
 }
 
 func handoffKey(network, address string) string { return network + " " + address }

@@ -162,34 +162,91 @@ func (r *outputRelay) write(l OutputLine) {
 	}
 }
 
-// pipe returns the descriptor a worker writes one of its streams to. Its
-// reader learns the worker's pid through p once spawned is closed.
+// pipe returns the descriptor a worker writes one of its streams to, and
+// adds its reader to p.outputs. The reader learns the worker's pid through
+// p once spawned is closed.
 func (r *outputRelay) pipe(stream string, slot, gen int, p *workerProcess, spawned <-chan struct{}) (fd uintptr, closeWriteEnd func(), err error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return 0, nil, err
 	}
-	r.readers.Add(1)
-	go func() {
-		defer r.readers.Done()
-		defer pr.Close()
-		<-spawned
-		r.read(pr, OutputLine{Slot: slot, PID: p.id, Generation: gen, Stream: stream})
-	}()
+	o := &outputStream{relay: r, file: pr, like: OutputLine{Slot: slot, Generation: gen, Stream: stream}}
+	p.outputs = append(p.outputs, o)
+	o.start(nil, func() { <-spawned; o.like.PID = p.id })
 	// Fd puts the write end in blocking mode, which is what a child
 	// expects of its stdio.
 	return pw.Fd(), func() { pw.Close() }, nil
 }
 
+// outputStream is the master's end of one worker stream, and its reader.
+// An upgrade in place pauses the reader (pause) and hands the pipe, with
+// the start of a line it has read, to the new master.
+type outputStream struct {
+	relay   *outputRelay
+	file    *os.File
+	like    OutputLine // the labels of its lines
+	pausing atomic.Bool
+	done    chan struct{} // closed when the reader has returned
+	// Once done is closed: held is the start of a line that the reader
+	// had read when it paused; ended, that it reached the end of the pipe
+	// (and closed it) instead.
+	held  []byte
+	ended bool
+}
+
+// start runs the reader from partial, the start of a line read before;
+// first, on the reader's goroutine, runs before (nil: nothing).
+func (o *outputStream) start(partial []byte, before func()) {
+	o.done = make(chan struct{})
+	o.relay.readers.Add(1)
+	go func() {
+		defer o.relay.readers.Done()
+		defer close(o.done)
+		if before != nil {
+			before()
+		}
+		paused := func(err error) bool { return o.pausing.Load() && errors.Is(err, os.ErrDeadlineExceeded) }
+		var stopped bool
+		if o.held, stopped = o.relay.read(o.file, o.like, partial, paused); !stopped {
+			o.ended = true
+			o.file.Close()
+		}
+	}()
+}
+
+// pause stops the reader once it has relayed every whole line it read;
+// done is closed then.
+func (o *outputStream) pause() {
+	o.pausing.Store(true)
+	o.file.SetReadDeadline(time.Now())
+}
+
+// resume restarts a paused reader where it stopped.
+func (o *outputStream) resume() {
+	if o.ended {
+		return
+	}
+	o.pausing.Store(false)
+	o.file.SetReadDeadline(time.Time{})
+	o.start(o.held, nil)
+}
+
 // read relays what src gives until its end, in lines of at most
-// MaxOutputLine bytes, each labelled as like is.
-func (r *outputRelay) read(src io.Reader, like OutputLine) {
+// MaxOutputLine bytes, each labelled as like is, starting with partial,
+// the start of a line read before. When paused reports true of a read
+// error, read returns what it holds of the current line instead of
+// relaying it, and stopped.
+func (r *outputRelay) read(src io.Reader, like OutputLine, partial []byte, paused func(error) bool) (held []byte, stopped bool) {
 	// The buffer starts small and grows to MaxOutputLine only for a stream
 	// that fills it: most workers print little, and the master holds a
 	// reader for each stream of each worker (two per worker, 256 workers
 	// in a large cluster, twice that during a reload).
-	buf := make([]byte, outputReadStart)
-	n := 0
+	size := outputReadStart
+	for size < len(partial)+1 && size < MaxOutputLine {
+		size *= 2
+	}
+	buf := make([]byte, min(size, MaxOutputLine))
+	n := copy(buf, partial)
 	emit := func(text []byte, continued bool) {
 		l := like
 		l.Time, l.Text, l.Continued = time.Now(), string(text), continued
@@ -223,10 +280,13 @@ func (r *outputRelay) read(src io.Reader, like OutputLine) {
 		}
 		n = copy(buf, buf[start:n])
 		if err != nil {
+			if paused != nil && paused(err) {
+				return bytes.Clone(buf[:n]), true
+			}
 			if n > 0 {
 				emit(buf[:n], false) // the last line had no newline
 			}
-			return
+			return nil, false
 		}
 	}
 }

@@ -18,7 +18,7 @@ func relayOf(t *testing.T, opts Options, src io.Reader) (*outputRelay, string) {
 	var sink testbin.Buffer
 	opts.Stdout, opts.Stderr = &sink, &sink
 	r := newOutputRelay(opts)
-	r.read(src, OutputLine{Slot: 0, PID: 42, Generation: 3, Stream: "stdout"})
+	r.read(src, OutputLine{Slot: 0, PID: 42, Generation: 3, Stream: "stdout"}, nil, nil)
 	r.queue.Close()
 	select {
 	case <-r.queue.Done():

@@ -228,7 +228,11 @@ func (s *supervisor) diedEarly(w *Worker) bool {
 
 // settleSlot clears w's slot's crash loop once w has stayed up for its
 // uptime window after it was ready.
-func (s *supervisor) settleSlot(w *Worker) {
+func (s *supervisor) settleSlot(w *Worker) { s.settleSlotIn(w, s.uptimeWindow(w)) }
+
+// settleSlotIn clears w's slot's crash loop once d has passed (at once
+// when d is zero).
+func (s *supervisor) settleSlotIn(w *Worker, d time.Duration) {
 	clear := func(s *supervisor) {
 		if !s.alive(w) || w.state == WorkerDraining || s.failures[w.slot] == 0 {
 			return
@@ -238,7 +242,6 @@ func (s *supervisor) settleSlot(w *Worker) {
 		}
 		delete(s.failures, w.slot)
 	}
-	d := s.uptimeWindow(w)
 	if d == 0 {
 		clear(s)
 		return

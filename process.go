@@ -29,6 +29,9 @@ type outgoing struct {
 	handoff bool
 	// signal, when set, is sent to the process instead of a message.
 	signal syscall.Signal
+	// flushed, when set, marks no message: the writer closes it once
+	// everything queued before it is written (an upgrade waits for that).
+	flushed chan struct{}
 }
 
 // workerProcess is the real process behind a worker. Its channel is
@@ -53,6 +56,20 @@ type workerProcess struct {
 	// handoffWritten reports each handed connection's write (the writer
 	// calls it; it posts to the supervisor).
 	handoffWritten func(delivered bool)
+
+	// hooks are what its readers report to; readerDone and notifyDone are
+	// closed when they return (an upgrade stops them, upgrade_process.go).
+	hooks      workerHooks
+	readerDone chan struct{}
+	notifyDone chan struct{}
+	// outputs are its stdout and stderr pipes when the master relays
+	// them (output.go).
+	outputs []*outputStream
+	// paused is closed once an upgrade has stopped every reader (nil when
+	// none is stopping them); drainedDone once, after release, the channel
+	// and the output pipes have been read to their ends.
+	paused      chan struct{}
+	drainedDone chan struct{}
 }
 
 // newOutbox gives p its outbox. The queue grows with what is in it and
@@ -110,6 +127,10 @@ func (p *workerProcess) deliver(out outgoing) {
 	} else {
 		p.queuedControl.Add(-1)
 	}
+	if out.flushed != nil {
+		close(out.flushed)
+		return
+	}
 	if out.signal != 0 {
 		if !p.gone.Load() {
 			syscall.Kill(p.id, out.signal)
@@ -133,18 +154,45 @@ func (p *workerProcess) write(out outgoing) {
 	}
 }
 
-// readChannel delivers the worker's messages until its channel closes.
-func (p *workerProcess) readChannel(hooks workerHooks) {
+// readChannel delivers the worker's messages until its channel closes or
+// is interrupted (proto.Conn.Interrupt).
+func (p *workerProcess) readChannel() {
+	defer close(p.readerDone)
 	for {
 		m, fd, err := p.conn.Receive()
 		if errors.Is(err, proto.ErrMalformed) {
-			hooks.malformed(err)
+			p.hooks.malformed(err)
 			continue
 		}
 		if err != nil {
 			return
 		}
-		hooks.message(m, fd)
+		p.hooks.message(m, fd)
+	}
+}
+
+// serveNotify delivers the worker's sd_notify messages until its notify
+// socket closes or is interrupted.
+func (p *workerProcess) serveNotify() {
+	defer close(p.notifyDone)
+	p.notify.serve(p.id, p.hooks.notify, p.hooks.notifyRejected)
+}
+
+// readWith readies p to report to hooks; listen then starts its readers.
+// Both happen before the supervisor can see p, which may stop the
+// readers (an upgrade) as soon as it does.
+func (p *workerProcess) readWith(hooks workerHooks) {
+	p.hooks = hooks
+	p.readerDone = make(chan struct{})
+	if p.notify != nil {
+		p.notifyDone = make(chan struct{})
+	}
+}
+
+func (p *workerProcess) listen() {
+	go p.readChannel()
+	if p.notify != nil {
+		go p.serveNotify()
 	}
 }
 
@@ -157,9 +205,12 @@ func (p *workerProcess) signal(sig syscall.Signal) {
 	}
 }
 
-func (p *workerProcess) kill() {
-	syscall.Kill(-p.id, syscall.SIGKILL)
-	syscall.Kill(p.id, syscall.SIGKILL)
+func (p *workerProcess) kill() { killTree(p.id) }
+
+// killTree sends SIGKILL to pid and to its process group.
+func killTree(pid int) {
+	syscall.Kill(-pid, syscall.SIGKILL)
+	syscall.Kill(pid, syscall.SIGKILL)
 }
 
 func (p *workerProcess) release() {
@@ -178,4 +229,27 @@ func (p *workerProcess) release() {
 	// What the worker started in its process group must not outlive it
 	// and keep the port.
 	syscall.Kill(-p.id, syscall.SIGKILL)
+	p.drainedDone = make(chan struct{})
+	go p.readToEnd(p.paused)
 }
+
+// readToEnd closes drainedDone once the channel and the output pipes of a
+// released worker have been read to their ends, after starting their
+// readers again if an upgrade had stopped them (paused is then not nil).
+func (p *workerProcess) readToEnd(paused <-chan struct{}) {
+	if paused != nil {
+		<-paused
+		p.readerDone = make(chan struct{})
+		go p.readChannel()
+		for _, o := range p.outputs {
+			o.resume()
+		}
+	}
+	<-p.readerDone
+	for _, o := range p.outputs {
+		<-o.done
+	}
+	close(p.drainedDone)
+}
+
+func (p *workerProcess) drained() <-chan struct{} { return p.drainedDone }

@@ -74,17 +74,16 @@ func (o *osSystem) start(spec workerSpec, hooks workerHooks) {
 	go func() {
 		defer closeFDs(held)
 		p, announced, err := o.startNow(spec, held, hooks)
-		hooks.started(p, err)
 		if err != nil {
+			hooks.started(nil, err)
 			return
 		}
+		p.readWith(hooks)
+		hooks.started(p, nil)
 		// What the worker says comes only after the supervisor knows it
 		// started, and its exit only after that.
 		close(announced)
-		go p.readChannel(hooks)
-		if p.notify != nil {
-			go p.notify.serve(p.id, hooks.notify, hooks.notifyRejected)
-		}
+		p.listen()
 	}()
 }
 
@@ -239,22 +238,30 @@ var (
 
 // startProcess forks from one OS thread that never exits: the kernel sends
 // a worker its parent-death signal when the thread that forked it ends, not
-// when the master process does.
-func startProcess(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
+// when the master process does. That is the main thread when
+// ServeMainThread serves it (mainthread.go), else a locked thread of its own.
+func startProcess(argv0 string, argv []string, attr *syscall.ProcAttr) (pid int, err error) {
+	if onMainThread(func() { pid, _, err = syscall.StartProcess(argv0, argv, attr) }) {
+		return pid, err
+	}
+	forkedElsewhere.Store(true)
 	spawnOnce.Do(func() {
 		spawnRequests = make(chan spawnRequest)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
-			for r := range spawnRequests {
-				pid, _, err := syscall.StartProcess(r.argv0, r.argv, r.attr)
-				r.reply <- spawnResult{pid, err}
-			}
-		}()
+		go forkThread()
 	})
 	reply := make(chan spawnResult, 1)
 	spawnRequests <- spawnRequest{argv0, argv, attr, reply}
 	r := <-reply
 	return r.pid, r.err
+}
+
+// forkThread serves spawnRequests from a thread of its own, for good.
+func forkThread() {
+	runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+	for r := range spawnRequests {
+		pid, _, err := syscall.StartProcess(r.argv0, r.argv, r.attr)
+		r.reply <- spawnResult{pid, err}
+	}
 }
 
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })

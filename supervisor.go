@@ -77,6 +77,9 @@ type supervisor struct {
 	acceptFallbackLogged bool           // said once why readiness falls back to MinUptime
 	accepts              *acceptWatcher // watches starting workers' inherited sockets (accepting.go)
 	handoff              handoffState   // handoff.go
+
+	upgrading *upgradeOp    // an upgrade in place in progress (upgrade.go)
+	upgraded  upgradeRecord // the upgrades this master process went through
 }
 
 func newSupervisor(c *Cluster, sys system) *supervisor {
@@ -110,9 +113,10 @@ func (s *supervisor) loop() {
 	close(s.c.done)
 }
 
-// after runs f in the loop once d has passed.
+// after runs f in the loop once d has passed. The timer knows when it is
+// due, which an upgrade carries over to the new master.
 func (s *supervisor) after(d time.Duration, f func(*supervisor)) timer {
-	return s.sys.afterFunc(d, func() { s.post(f) })
+	return &dueTimer{s.sys.afterFunc(d, func() { s.post(f) }), s.sys.now().Add(d)}
 }
 
 func (s *supervisor) emit(e Event) {
@@ -143,6 +147,10 @@ func (s *supervisor) run(result chan error) {
 		return
 	}
 	s.events = newEventQueue(s.opts.OnEvent)
+	if st, err := takeInherited(); st != nil || err != nil {
+		s.adoptOrFail(st, err, result) // started by an upgrade in place: the workers run already
+		return
+	}
 	if err := s.sockets.bindPassed(s.opts.Sockets); err != nil {
 		s.startFailed = true
 		s.stop()
@@ -524,11 +532,13 @@ func (s *supervisor) drain(w *Worker, reason string) {
 		s.kill(w, reason)
 		return
 	}
-	w.killTimer = s.after(s.opts.Timeout, func(s *supervisor) {
-		if s.alive(w) {
-			s.kill(w, fmt.Sprintf("still running %v after it was told to disconnect", s.opts.Timeout))
-		}
-	})
+	w.killTimer = s.after(s.opts.Timeout, func(s *supervisor) { s.drainTimedOut(w) })
+}
+
+func (s *supervisor) drainTimedOut(w *Worker) {
+	if s.alive(w) {
+		s.kill(w, fmt.Sprintf("still running %v after it was told to disconnect", s.opts.Timeout))
+	}
 }
 
 // kill ends w at once; a worker whose process has not started yet is
@@ -566,6 +576,7 @@ func (s *supervisor) release(w *Worker) {
 	w.stopAcceptWatching()
 	if w.proc != nil {
 		w.proc.release()
+		s.readToEnd(w)
 	}
 }
 
@@ -913,6 +924,7 @@ func (s *supervisor) status() Status {
 	if s.opts.Sticky {
 		st.Sticky = stickyStatus(s.slots)
 	}
+	s.upgradeStatus(&st)
 	for slot := 0; slot < s.slots; slot++ {
 		if s.failures[slot] >= crashLoopThreshold {
 			st.FailingSlots = append(st.FailingSlots, slot)

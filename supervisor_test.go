@@ -139,6 +139,12 @@ func (p *fakeProc) kill() {
 
 func (p *fakeProc) release() { p.released = true }
 
+func (p *fakeProc) drained() <-chan struct{} {
+	done := make(chan struct{})
+	close(done)
+	return done
+}
+
 // say delivers a message from the worker.
 func (p *fakeProc) say(cmd string) { p.hooks.message(proto.Message{Cmd: cmd}, -1) }
 
@@ -485,11 +491,11 @@ func TestFakeReloadStorm(t *testing.T) {
 // respawnDelay returns the delay of slot's scheduled respawn.
 func (h *harness) respawnDelay(slot int) time.Duration {
 	h.t.Helper()
-	t, ok := h.s.respawns[slot].(*fakeTimer)
+	t, ok := h.s.respawns[slot].(*dueTimer)
 	if !ok {
 		h.t.Fatalf("slot %d has no respawn scheduled", slot)
 	}
-	return t.at.Sub(h.sys.clock)
+	return t.due.Sub(h.sys.clock)
 }
 
 func TestFakeRespawnPacingAndBackoff(t *testing.T) {

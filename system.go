@@ -66,6 +66,10 @@ type process interface {
 	// release lets go of the channel and the notify socket after the
 	// worker has exited, and kills what it left in its process group.
 	release()
+	// drained, after release, is closed once what the worker sent has
+	// been read to its end: its channel (connections it handed over may
+	// be in transit there) and its output.
+	drained() <-chan struct{}
 }
 
 // workerSpec is what a worker is started with.

@@ -104,4 +104,15 @@ type Status struct {
 	// connections: terminate, scale down, an aborted reload; counted once
 	// per worker).
 	HandoffFallbacks map[string]int `json:"handoff_fallbacks,omitempty"`
+	// Version is the running master's build (its module version or the
+	// one set at link time, and its VCS revision).
+	Version string `json:"version,omitempty"`
+	// Upgrades counts the upgrades in place (Cluster.Upgrade) this master
+	// process went through; Upgraded is when the last one finished.
+	Upgrades int       `json:"upgrades,omitempty"`
+	Upgraded time.Time `json:"upgraded,omitzero"`
+	// UpgradeFrozen is how long the last upgrade held the master still:
+	// from taking its state to the new program's adoption of the workers
+	// (the exec and the new runtime's start included).
+	UpgradeFrozen time.Duration `json:"upgrade_frozen_ns,omitempty"`
 }

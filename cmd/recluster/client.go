@@ -56,7 +56,8 @@ const statusUsage = `Usage: recluster status [--json] [--control PATH]
 
 Show the cluster's workers: slot, pid, generation, state (starting, standby,
 active, draining), uptime, restarts of the slot, resident memory and CPU use
-(measured over 200ms), and the worker's last STATUS= line.
+(measured over 200ms), and the worker's last STATUS= line; above them, the
+master's pid, version, and its upgrades in place (recluster upgrade).
 
 Flags:
   --json          print the status as one JSON object instead of a table
@@ -200,6 +201,13 @@ func printStatus(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, ", reloading to generation %d", st.Reloading)
 	}
 	fmt.Fprintln(w)
+	if st.Version != "" {
+		fmt.Fprintf(w, "version %s", st.Version)
+		if st.Upgrades > 0 {
+			fmt.Fprintf(w, ", upgraded in place %d times, last at %s", st.Upgrades, st.Upgraded.Local().Format(time.DateTime))
+		}
+		fmt.Fprintln(w)
+	}
 	if len(st.Addrs) > 0 {
 		fmt.Fprintf(w, "listening on %s\n", strings.Join(st.Addrs, ", "))
 	}

@@ -250,40 +250,7 @@ func TestSocketActivation(t *testing.T) {
 	}
 	dir := t.TempDir()
 	notifyPath := filepath.Join(dir, "notify.sock")
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer notify.Close()
-	messages := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := notify.Read(buf)
-			if err != nil {
-				close(messages)
-				return
-			}
-			messages <- string(buf[:n])
-		}
-	}()
-	expect := func(want string) string {
-		t.Helper()
-		timeout := time.After(20 * time.Second)
-		for {
-			select {
-			case msg, ok := <-messages:
-				if !ok {
-					t.Fatalf("notify socket closed while waiting for %s", want)
-				}
-				if strings.Contains(msg, want) {
-					return msg
-				}
-			case <-timeout:
-				t.Fatalf("no %s on the master's NOTIFY_SOCKET", want)
-			}
-		}
-	}
+	expect := fakeSystemdNotify(t, notifyPath)
 
 	port := freePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
@@ -345,6 +312,48 @@ func TestSocketActivation(t *testing.T) {
 	if code := m.waitExit(10 * time.Second); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}
+}
+
+// fakeSystemdNotify listens on path as systemd's NOTIFY_SOCKET and returns
+// a function that waits for a message containing want and returns it.
+func fakeSystemdNotify(t *testing.T, notifyPath string) func(want string) string {
+	t.Helper()
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	messages := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				close(messages)
+				return
+			}
+			messages <- string(buf[:n])
+		}
+	}()
+	expect := func(want string) string {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case msg, ok := <-messages:
+				if !ok {
+					t.Fatalf("notify socket closed while waiting for %s", want)
+				}
+				if strings.Contains(msg, want) {
+					return msg
+				}
+			case <-timeout:
+				t.Fatalf("no %s on the master's NOTIFY_SOCKET", want)
+			}
+		}
+	}
+
+	return expect
 }
 
 func freePort(t *testing.T) int {

@@ -9,6 +9,8 @@
 //	recluster scale N|+N|-N
 //	recluster stop
 //	recluster logs [-f] [--slot N] [--lines N]
+//	recluster upgrade
+//	recluster version
 //
 // Run recluster help for the details.
 //
@@ -27,6 +29,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
+
+	"github.com/recluster-go/recluster"
 )
 
 // Exit statuses.
@@ -65,16 +69,20 @@ Commands:
   stop                              stop the workers gracefully, then the master
   logs [-f] [--slot N] [--lines N]  print the workers' recent output, which the
                                     master keeps; -f follows new lines
+  upgrade                           re-execute the master from its binary on
+                                    disk, in place: same pid, same sockets,
+                                    the workers keep running
+  version                           print this binary's version
   completion bash|zsh|fish          print a shell completion script
   man                               print the manual page (roff)
   unit [--socket] [RUN FLAGS] -- PROGRAM
                                     print a systemd unit for that run command
   help [COMMAND]                    show the help of a command
 
-reload, restart, status, top, scale, stop and logs talk to a running master
-through its control socket; give it with --control PATH or RECLUSTER_CONTROL.
-The default is $XDG_RUNTIME_DIR/recluster.sock, or recluster-UID/control.sock
-in $TMPDIR (/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
+reload, restart, status, top, scale, stop, logs and upgrade talk to a
+running master through its control socket; give it with --control PATH or
+RECLUSTER_CONTROL. The default is $XDG_RUNTIME_DIR/recluster.sock, or
+recluster-UID/control.sock in $TMPDIR (/tmp) when XDG_RUNTIME_DIR is not set. Two clusters on one host need two
 paths.
 
 Exit status: 0 on success, 1 when the operation failed, 2 for a usage error.
@@ -92,11 +100,17 @@ Run 'recluster help run' for the flags of run.
 // allocation site would hold a profiling bucket for the life of the
 // process, a table that only grows, page by page, as a long-running master
 // meets new call stacks. The runtime wants this set before the program
-// allocates.
-func init() { runtime.MemProfileRate = 0 }
+// allocates. The main goroutine stays on the main thread, which forks
+// every worker and makes an upgrade's exec (see recluster.ServeMainThread).
+func init() {
+	runtime.MemProfileRate = 0
+	runtime.LockOSThread()
+}
 
 func main() {
-	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+	code := exitFailure
+	recluster.ServeMainThread(func() { code = realMain(os.Args[1:], os.Stdout, os.Stderr) })
+	os.Exit(code)
 }
 
 // realMain runs the command line args and returns the exit status.
@@ -130,13 +144,17 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = unitCommand(rest, stdout)
 	case "top":
 		err = topCommand(rest, stdout)
+	case "upgrade":
+		err = upgradeCommand(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		err = versionCommand(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		err = helpCommand(rest, stdout)
 	default:
 		if strings.HasPrefix(cmd, "-") {
 			err = usagef("%s is not a command; flags come after the command, as in recluster run %s ... (see recluster --help)", cmd, cmd)
 		} else {
-			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, logs, top, completion, man, unit and help (see recluster --help)", cmd)
+			err = usagef("unknown command %q; the commands are run, reload, restart, status, scale, stop, logs, top, upgrade, version, completion, man, unit and help (see recluster --help)", cmd)
 		}
 	}
 	return report(err, stderr)
@@ -188,6 +206,8 @@ var commandUsage = map[string]string{
 	"scale":      scaleUsage,
 	"stop":       stopUsage,
 	"logs":       logsUsage,
+	"upgrade":    upgradeUsage,
+	"version":    versionUsage,
 }
 
 func helpCommand(args []string, stdout io.Writer) error {
@@ -204,7 +224,7 @@ func helpCommand(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, mainUsage)
 			return nil
 		}
-		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, logs, top, completion, man and unit", args[0])
+		return usagef("no help for %q: it is not a command; the commands are run, reload, restart, status, scale, stop, logs, top, upgrade, version, completion, man and unit", args[0])
 	}
 	return usagef("help takes one command name, not %d words", len(args))
 }

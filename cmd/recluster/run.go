@@ -448,9 +448,15 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err := c.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
+	// A master started by recluster upgrade takes over its predecessor's
+	// sockets and workers.
+	inh := recluster.Inherited()
+	var metricsLn net.Listener
 	if mx != nil {
 		mx.Attach(c)
-		metricsLn, err := metrics.Listen(cfg.metricsAddr)
+		if metricsLn, err = inheritedListener(inh, "metrics"); err == nil && metricsLn == nil {
+			metricsLn, err = metrics.Listen(cfg.metricsAddr)
+		}
 		if err != nil {
 			return err
 		}
@@ -464,11 +470,11 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		}()
 	}
 
-	ln, err := control.Listen(cfg.controlPath)
+	ln, err := controlListener(inh, cfg.controlPath)
 	if err != nil {
 		return err
 	}
-	srv := &control.Server{Cluster: c, Program: program, Logger: log, Stop: m.requestStop, Reopen: m.reopenLogFile}
+	srv := &control.Server{Cluster: c, Program: program, Logger: log, Stop: m.requestStop, Reopen: m.reopenLogFile, Upgrade: upgradeHook(m, metricsLn)}
 
 	signals := make(chan os.Signal, 8)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT,
@@ -485,6 +491,14 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 	log.Info("recluster: master running", "pid", os.Getpid(), "control", cfg.controlPath)
+	if inh != nil {
+		m.log.Info("recluster: upgraded in place", "from", inh.PreviousVersion(), "to", c.Status().Version, "upgrades", inh.Upgrades())
+		answerUpgrade(inh, c)
+		if m.allActive() {
+			st := c.Status()
+			m.notify.started(firstReady(st.Slots, st.Generation))
+		}
+	}
 
 	code := m.loop(signals)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -51,6 +51,9 @@ const (
 	// CmdReopenLogs reopens the master's --log-file, as after logrotate
 	// renamed it.
 	CmdReopenLogs = "reopen-logs"
+	// CmdUpgrade re-executes the master in place (Cluster.Upgrade); the
+	// final answer comes from the new master, on the same connection.
+	CmdUpgrade = "upgrade"
 )
 
 // MaxRequest bounds a request line.
@@ -156,7 +159,9 @@ func (e *Event) Duration() time.Duration {
 // use.
 type Status struct {
 	recluster.Status
-	MasterPID int      `json:"master_pid"`
+	MasterPID int `json:"master_pid"`
+	// MasterExe is what /proc/<pid>/exe names: the file the master runs.
+	MasterExe string   `json:"master_exe,omitempty"`
 	Program   string   `json:"program,omitempty"`
 	Addrs     []string `json:"addrs"`
 	// Workers shadows recluster.Status.Workers with the resource figures.

@@ -100,6 +100,11 @@ type Server struct {
 	// Logger receives refused connections and bad requests; default
 	// slog.Default().
 	Logger *slog.Logger
+	// Upgrade, when set, upgrades the master in place, keeping the
+	// listener and the client's connection conn open for the new master,
+	// which sends the final answer. It returns only if the upgrade was
+	// refused or failed.
+	Upgrade func(ln net.Listener, conn net.Conn, progress func(string)) error
 
 	// Zero means requestTimeout and maxPending; tests make them longer
 	// or smaller.
@@ -403,10 +408,12 @@ func (s *Server) handle(pc *pendingConn) {
 		} else {
 			reply(Response{OK: true, Message: "log file reopened"})
 		}
+	case CmdUpgrade:
+		s.upgrade(pc.Conn, reply)
 	case "":
-		fail("malformed request: no cmd; use one of status, reload, restart, scale, stop, logs, reopen-logs")
+		fail("malformed request: no cmd; use one of status, reload, restart, scale, stop, logs, reopen-logs, upgrade")
 	default:
-		fail("unknown command %q; use one of status, reload, restart, scale, stop, logs, reopen-logs", req.Cmd)
+		fail("unknown command %q; use one of status, reload, restart, scale, stop, logs, reopen-logs, upgrade", req.Cmd)
 	}
 }
 
@@ -638,9 +645,22 @@ func (s *Server) stop(conn net.Conn, reply func(Response) bool) {
 	reply(Response{OK: true, Message: "stopped"})
 }
 
+func (s *Server) upgrade(conn net.Conn, reply func(Response) bool) {
+	if s.Upgrade == nil {
+		reply(Response{Error: "this master cannot be upgraded through its control socket"})
+		return
+	}
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	err := s.Upgrade(ln, conn, func(msg string) { reply(Response{Progress: msg}) })
+	reply(Response{Error: strings.TrimPrefix(err.Error(), "recluster: ")})
+}
+
 func (s *Server) status(sample bool) Status {
 	st := s.Cluster.Status()
-	out := Status{Status: st, MasterPID: os.Getpid(), Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}, OutputDropped: s.Cluster.OutputDropped()}
+	exe, _ := os.Readlink("/proc/self/exe")
+	out := Status{Status: st, MasterPID: os.Getpid(), MasterExe: exe, Program: s.Program, Addrs: []string{}, Workers: []WorkerStatus{}, OutputDropped: s.Cluster.OutputDropped()}
 	for _, a := range s.Cluster.Addrs() {
 		out.Addrs = append(out.Addrs, a.Network()+":"+a.String())
 	}

@@ -32,6 +32,8 @@ type Queue[T any] struct {
 	start    func()        // starts the consumer, once, at the first item
 	taken    chan struct{} // closed when the consumer next takes an entry; nil until a producer waits
 	stalled  bool          // a patient producer saw the consumer take nothing for its patience
+	busy     bool          // the consumer is delivering an entry
+	idle     chan struct{} // closed when the consumer is next idle with nothing queued; nil until Flush waits
 }
 
 // entry is an item, or a gap of missed items when missed > 0.
@@ -180,6 +182,46 @@ func (q *Queue[T]) Close() {
 	q.mu.Unlock()
 }
 
+// Flush waits until the consumer has delivered everything queued and
+// reports true, or gives up after timeout (the consumer is stuck) and
+// reports false.
+func (q *Queue[T]) Flush(timeout time.Duration) bool {
+	q.mu.Lock()
+	if len(q.items) == 0 && !q.busy {
+		q.mu.Unlock()
+		return true
+	}
+	if q.idle == nil {
+		q.idle = make(chan struct{})
+	}
+	idle := q.idle
+	q.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// Take removes everything queued and returns the items, which the consumer
+// will not deliver, and how many items the gaps among them missed.
+func (q *Queue[T]) Take() (items []T, missed int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, e := range q.items {
+		if e.missed > 0 {
+			missed += e.missed
+		} else {
+			items = append(items, e.item)
+		}
+	}
+	q.items, q.count, q.bytes = nil, 0, 0
+	return items, missed
+}
+
 // Done is closed once the consumer has delivered everything and returned.
 func (q *Queue[T]) Done() <-chan struct{} { return q.done }
 
@@ -187,7 +229,12 @@ func (q *Queue[T]) consume(deliver func(T), gap func(int)) {
 	defer close(q.done)
 	for {
 		q.mu.Lock()
+		q.busy = false
 		if len(q.items) == 0 {
+			if q.idle != nil {
+				close(q.idle)
+				q.idle = nil
+			}
 			closed := q.closed
 			q.mu.Unlock()
 			if closed {
@@ -210,6 +257,7 @@ func (q *Queue[T]) consume(deliver func(T), gap func(int)) {
 			}
 		}
 		q.stalled = false
+		q.busy = true
 		if q.taken != nil {
 			close(q.taken)
 			q.taken = nil

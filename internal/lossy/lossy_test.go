@@ -161,6 +161,45 @@ func TestPushWithinDropsForAStalledConsumer(t *testing.T) {
 	}
 }
 
+// Flush waits for the last delivery to end, not only for the queue to be
+// empty; against a stuck consumer it gives up, and Take then has the rest.
+func TestFlushAndTake(t *testing.T) {
+	gate, delivering := make(chan struct{}), make(chan int, 8)
+	var got []int
+	q := New(8, func(v int) {
+		delivering <- v
+		<-gate
+		got = append(got, v)
+	}, func(int) {})
+	if !q.Flush(time.Millisecond) {
+		t.Fatal("Flush of an unused queue failed")
+	}
+	for i := 1; i <= 3; i++ {
+		q.Push(i)
+	}
+	if v := <-delivering; v != 1 {
+		t.Fatalf("first delivery %d, want 1", v)
+	}
+	if q.Flush(20 * time.Millisecond) {
+		t.Fatal("Flush succeeded while the consumer was stuck")
+	}
+	// The consumer is stuck delivering item 1; 2 and 3 are taken.
+	if items, missed := q.Take(); !slices.Equal(items, []int{2, 3}) || missed != 0 {
+		t.Fatalf("Take = %v, %d missed; want [2 3], 0", items, missed)
+	}
+	flushed := make(chan bool)
+	go func() { flushed <- q.Flush(10 * time.Second) }()
+	close(gate) // item 1 is delivered; the queue is then idle
+	if !<-flushed {
+		t.Fatal("Flush did not see the consumer go idle")
+	}
+	q.Close()
+	<-q.Done()
+	if !slices.Equal(got, []int{1}) {
+		t.Fatalf("delivered %v, want [1]", got)
+	}
+}
+
 // waitTaken waits until the consumer has taken everything queued, so that
 // what is pushed next fills the queue and nothing else.
 func waitTaken[T any](t *testing.T, q *Queue[T]) {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -120,6 +121,8 @@ type Conn struct {
 
 	closeAfterRead atomic.Bool  // see CloseAfterReading
 	readIdle       atomic.Int64 // CloseAfterReading's bound, in nanoseconds
+	interrupted    atomic.Bool  // see Interrupt
+	closeBy        atomic.Int64 // CloseAfterReading's deadline, in Unix nanoseconds
 }
 
 // NewConn takes ownership of fd, a connected Unix stream socket.
@@ -217,7 +220,17 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 			return m, fd, nil
 		}
 		if c.readErr != nil {
+			if c.interrupted.Load() && errors.Is(c.readErr, os.ErrDeadlineExceeded) {
+				// Interrupt's doing: the channel is still good.
+				err := c.readErr
+				c.readErr = nil
+				return Message{}, -1, err
+			}
 			if c.closeAfterRead.Load() {
+				if errors.Is(c.readErr, os.ErrDeadlineExceeded) && time.Now().UnixNano() < c.closeBy.Load() {
+					c.readErr = nil // an Interrupt's deadline, met just before CloseAfterReading
+					continue
+				}
 				c.uc.Close()
 			}
 			for _, fd := range c.fds {
@@ -240,8 +253,10 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 func (c *Conn) fill() {
 	data := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4*16))
-	if c.closeAfterRead.Load() {
-		c.uc.SetReadDeadline(time.Now().Add(time.Duration(c.readIdle.Load())))
+	if c.closeAfterRead.Load() && !c.interrupted.Load() {
+		by := time.Now().Add(time.Duration(c.readIdle.Load()))
+		c.closeBy.Store(by.UnixNano())
+		c.uc.SetReadDeadline(by)
 	}
 	n, oobn, _, _, err := c.uc.ReadMsgUnix(data, oob)
 	n, oobn = max(n, 0), max(oobn, 0) // they are -1 on some errors
@@ -288,6 +303,38 @@ func truncate(b []byte) []byte {
 	return b
 }
 
+// Interrupt makes a Receive in progress (or the next one) return an error
+// wrapping os.ErrDeadlineExceeded once it has returned every complete line
+// already read, so that the channel can change hands (a master's upgrade in
+// place) without losing a message; Resume undoes it.
+func (c *Conn) Interrupt() {
+	c.interrupted.Store(true)
+	c.uc.SetReadDeadline(time.Now())
+}
+
+// Resume lets Receive wait for input again after Interrupt.
+func (c *Conn) Resume() {
+	c.interrupted.Store(false)
+	c.uc.SetReadDeadline(time.Time{})
+}
+
+// Buffered returns the bytes read from the socket and not returned by
+// Receive yet (the start of a line whose end has not arrived), and the
+// descriptors that came with them and wait for their line, which stay c's.
+// It must not be called while a Receive is in progress.
+func (c *Conn) Buffered() ([]byte, []int) { return bytes.Clone(c.buf), slices.Clone(c.fds) }
+
+// Unread puts bytes and descriptors taken with Buffered (by another Conn
+// on the same socket, maybe in another process) back before what the
+// socket holds; c owns the descriptors from then on.
+func (c *Conn) Unread(b []byte, fds []int) {
+	c.buf = append(bytes.Clone(b), c.buf...)
+	c.fds = append(slices.Clone(fds), c.fds...)
+}
+
+// SyscallConn gives access to the channel's descriptor.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn() }
+
 // CloseAfterReading lets the reader take what the peer sent before it
 // went away (handed connections must not be lost with the channel), then
 // closes the channel: at the end of the stream, or once nothing has come
@@ -295,10 +342,14 @@ func truncate(b []byte) []byte {
 // counts from each read, not from this call: on a loaded machine the
 // reader may take longer than timeout to get through what is queued, and
 // every message it has not read yet may carry a client's connection.
+// It undoes an Interrupt: a reader stopped by one is to be started again.
 func (c *Conn) CloseAfterReading(timeout time.Duration) {
+	c.interrupted.Store(false)
 	c.readIdle.Store(int64(timeout))
+	by := time.Now().Add(timeout)
+	c.closeBy.Store(by.UnixNano())
 	c.closeAfterRead.Store(true)
-	c.uc.SetReadDeadline(time.Now().Add(timeout))
+	c.uc.SetReadDeadline(by)
 }
 
 // Close closes the channel; a Receive in progress returns an error, and

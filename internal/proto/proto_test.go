@@ -111,6 +111,113 @@ func TestDiscardFDsClosesWhatAWorkerSends(t *testing.T) {
 	}
 }
 
+// An interrupted Receive returns the complete lines first, then a deadline
+// error; the partial line it read moves to another Conn with Buffered and
+// Unread, and nothing is lost.
+func TestInterruptHandsOverPartialLine(t *testing.T) {
+	master, child := pair(t)
+	write := func(s string) {
+		t.Helper()
+		if _, err := child.uc.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"cmd":"ready"}` + "\n" + `{"cmd":"sta`)
+	receiveReadyThenInterrupt(t, master)
+	pending, pendingFDs := master.Buffered()
+	if string(pending) != `{"cmd":"sta` || len(pendingFDs) != 0 {
+		t.Fatalf("Buffered = %q, %v", pending, pendingFDs)
+	}
+	// Another Conn on the same socket, as the upgraded master has.
+	next, err := NewConn(dupOf(t, master), "next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	next.Unread(pending, pendingFDs)
+	write(`tus","status":"x"}` + "\n")
+	if m, _, err := next.Receive(); err != nil || m.Cmd != CmdStatus || m.Status != "x" {
+		t.Fatalf("the line begun before the hand-over: %+v, %v", m, err)
+	}
+}
+
+// A failed hand-over resumes the interrupted Conn, which still works.
+func TestResumeAfterInterrupt(t *testing.T) {
+	master, child := pair(t)
+	master.Interrupt()
+	if _, _, err := master.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("interrupted Receive: %v, want a deadline error", err)
+	}
+	master.Resume()
+	if err := child.Send(Message{Cmd: CmdHeartbeat}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if m, _, err := master.Receive(); err != nil || m.Cmd != CmdHeartbeat {
+		t.Fatalf("after Resume: %+v, %v", m, err)
+	}
+}
+
+// A handoff whose descriptor has arrived but whose line has not ended
+// moves with Buffered and Unread, descriptor and all.
+func TestInterruptHandsOverPendingDescriptor(t *testing.T) {
+	master, child := pair(t)
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, err := child.uc.WriteMsgUnix([]byte(`{"cmd":"ready"}`+"\n"+`{"cmd":"handoff","net`), unix.UnixRights(int(f.Fd())), nil); err != nil {
+		t.Fatal(err)
+	}
+	receiveReadyThenInterrupt(t, master)
+	pending, fds := master.Buffered()
+	if len(fds) != 1 {
+		t.Fatalf("Buffered gave %d descriptors, want 1", len(fds))
+	}
+	next, err := NewConn(dupOf(t, master), "next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	next.Unread(pending, fds)
+	if _, err := child.uc.Write([]byte(`work":"tcp"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	m, fd, err := next.Receive()
+	if err != nil || m.Cmd != CmdHandoff || m.Network != "tcp" || fd != fds[0] {
+		t.Fatalf("the handoff begun before the hand-over: %+v, fd %d (want %d), %v", m, fd, fds[0], err)
+	}
+	unix.Close(fd)
+}
+
+// dupOf duplicates c's descriptor, as an upgraded master has it.
+func dupOf(t *testing.T, c *Conn) int {
+	t.Helper()
+	dupFD := -1
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) { dupFD, err = unix.Dup(int(fd)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dupFD
+}
+
+// receiveReadyThenInterrupt receives the ready message that the peer sent
+// first, interrupts master, and checks that the next Receive says so.
+func receiveReadyThenInterrupt(t *testing.T, master *Conn) {
+	t.Helper()
+	if m, _, err := master.Receive(); err != nil || m.Cmd != CmdReady {
+		t.Fatalf("first message: %+v, %v", m, err)
+	}
+	master.Interrupt()
+	if _, _, err := master.Receive(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("interrupted Receive: %v, want a deadline error", err)
+	}
+}
+
 // A worker that exited may leave handed connections in its channel; a
 // reader that the loaded machine keeps slower than the bound must still
 // get every one of them: the bound counts from the last read, not from the

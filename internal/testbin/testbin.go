@@ -50,7 +50,7 @@ func Main(m *testing.M, set func(bins map[string]string), pkgs ...string) {
 	os.RemoveAll(dir)
 	if code == 0 {
 		// The library's fork thread is meant to live as long as the process.
-		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/recluster-go/recluster.startProcess.func1.1")); err != nil {
+		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/recluster-go/recluster.forkThread")); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
 			code = 1
 		}
