@@ -183,5 +183,5 @@ done`)
 		"patience, once, when the sink stops; after that their lines are dropped at once until the sink moves again.\n\n",
 		logsTook.Round(time.Millisecond), logsErr)
 	fmt.Fprintf(&md, "Result: %s\n", verdict(allOK))
-	return Section{Title: "13. Worker output relay", Markdown: md.String()}, nil
+	return Section{Title: "10. Worker output relay", Markdown: md.String()}, nil
 }

@@ -83,7 +83,7 @@ func runSticky(ctx context.Context, env *Env) (Section, error) {
 		"on the SYN, and the master never sees a connection.\n\n", ratio, rounds, strings.Join(perRound, ", "), total["--sticky"]/total["--reuseport"], ticks["--sticky"], ticks["--reuseport"])
 	fmt.Fprintf(&md, "Result, throughput: %s\n\n", verdict(ok))
 	md.WriteString(stickyMoves())
-	return Section{Title: "12. Sticky sessions by client IP", Markdown: md.String()}, nil
+	return Section{Title: "9. Sticky sessions by client IP", Markdown: md.String()}, nil
 }
 
 type sourceLoadResult struct {

@@ -118,7 +118,7 @@ func runUpgrade(ctx context.Context, env *Env) (Section, error) {
 		"The rest of the upgrade time is starting the pre-flight process and waiting for it, the freeze (stopping every worker's readers, writing what is queued for them) and the answer. " +
 		"No connection waits on the master meanwhile: the workers keep accepting from the sockets they hold, so the latency in the windows is the cores being shared, not queueing at the master.\n\n")
 	fmt.Fprintf(&md, "Result: %s\n", verdict(allOK))
-	return Section{Title: "14. Upgrade in place", Markdown: md.String()}, nil
+	return Section{Title: "11. Upgrade in place", Markdown: md.String()}, nil
 }
 
 func samePIDs(a, b *control.Status) bool {
