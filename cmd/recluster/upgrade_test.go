@@ -298,7 +298,7 @@ func TestUpgradeRefused(t *testing.T) {
 	ctl := filepath.Join(dir, "ctl.sock")
 	script := workerScript(t, "export SDWORKER_NOTIFY=1")
 	m := startProcess(t, ctl, []string{bin, "run", "--control", ctl, "-w", "2", "--listen", "127.0.0.1:0",
-		"--ready-when", "ready", "--ready-timeout", "3s", "--", script}, nil)
+		"--ready-when", "ready", "--ready-timeout", "15s", "--", script}, nil)
 	m.waitControl()
 	st := m.waitAllActive(20 * time.Second)
 	pids := workerPIDs(st)
@@ -331,7 +331,7 @@ func TestUpgradeRefused(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "a reload to generation 2 is in progress") {
 		t.Fatalf("upgrade during a reload: exit %d, stderr %q", code, errOut)
 	}
-	m.waitFor(20*time.Second, "the reload to be aborted", func() bool { return m.status().Reloading == 0 })
+	m.waitFor(40*time.Second, "the reload to be aborted", func() bool { return m.status().Reloading == 0 })
 	writeScript(t, script, sdworkerScript("export SDWORKER_NOTIFY=1"))
 	m.upgrade()
 	if got := workerPIDs(m.waitAllActive(20 * time.Second)); fmt.Sprint(got) != fmt.Sprint(pids) {
