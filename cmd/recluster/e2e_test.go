@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -244,10 +243,7 @@ func TestControlSocketInUse(t *testing.T) {
 // Under systemd-socket-activate, the master takes the socket it is given
 // and tells its NOTIFY_SOCKET about readiness, reloads and stopping.
 func TestSocketActivation(t *testing.T) {
-	activate, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		t.Skip("systemd-socket-activate is not installed (Debian: apt-get install systemd); skipping the socket activation test")
-	}
+	activate := socketActivatePath(t)
 	dir := t.TempDir()
 	notifyPath := filepath.Join(dir, "notify.sock")
 	expect := fakeSystemdNotify(t, notifyPath)

@@ -297,3 +297,19 @@ func workerScript(t *testing.T, prelude string) string {
 func sdworkerScript(prelude string) string {
 	return prelude + "\nexec " + sdworkerBin + ` "$@"`
 }
+
+// socketActivatePath finds systemd-socket-activate, the real peer that
+// passes sockets the systemd way. Under CI (CI=true) a missing one fails,
+// since .ci/run installs the systemd package; elsewhere the test skips.
+func socketActivatePath(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("systemd-socket-activate")
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("systemd-socket-activate is not installed; .ci/run installs the systemd package")
+	}
+	t.Skip("systemd-socket-activate is not installed (Debian: apt-get install systemd); skipping")
+	return ""
+}

@@ -395,13 +395,7 @@ func TestUpgradeReapsAWorkerThatExitedDuringTheExec(t *testing.T) {
 // keeps it across an upgrade, tells systemd RELOADING=1 and then READY=1,
 // and stays the main pid.
 func TestUpgradeSocketActivated(t *testing.T) {
-	activate, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-socket-activate is not installed; .ci/run installs the systemd package")
-		}
-		t.Skip("systemd-socket-activate is not installed (Debian: apt-get install systemd); skipping")
-	}
+	activate := socketActivatePath(t)
 	dir, _, second, _ := upgradeBinaries(t)
 	bin := filepath.Join(dir, "recluster")
 	notifyPath := filepath.Join(dir, "notify.sock")
