@@ -230,8 +230,8 @@ type upgradeOp struct {
 }
 
 // transitWait bounds an upgrade's wait for the channels and output of
-// exited workers (their channel is read for at most a second after the
-// exit; see workerProcess.release).
+// exited workers (their channel is read until it has been silent for a
+// second; see workerProcess.release).
 const transitWait = 2 * time.Second
 
 // upgradeRefusal says why an upgrade cannot start now, or nil.
