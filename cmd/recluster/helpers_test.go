@@ -24,6 +24,7 @@ import (
 var (
 	reclusterBin string
 	sdworkerBin  string
+	helloBin     string // examples/hello
 )
 
 func TestMain(m *testing.M) {
@@ -49,6 +50,13 @@ func TestMain(m *testing.M) {
 	}
 	if err := build(sdworkerBin, "./testdata/sdworker", false); err != nil {
 		fmt.Fprintln(os.Stderr, "building sdworker:", err)
+		os.Exit(1)
+	}
+	// examples/hello: workers that hand their idle keep-alive connections
+	// to the next generation.
+	helloBin = filepath.Join(dir, "hello")
+	if err := build(helloBin, "../../examples/hello", false); err != nil {
+		fmt.Fprintln(os.Stderr, "building examples/hello:", err)
 		os.Exit(1)
 	}
 	code := m.Run()

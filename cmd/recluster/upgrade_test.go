@@ -538,29 +538,6 @@ done`)
 	}
 }
 
-var (
-	helloBuild    sync.Once
-	helloBin      string
-	helloBuildErr error
-)
-
-// helloBinary builds examples/hello, whose workers hand their idle
-// keep-alive connections to the next generation.
-func helloBinary(t *testing.T) string {
-	t.Helper()
-	helloBuild.Do(func() {
-		helloBin = filepath.Join(filepath.Dir(reclusterBin), "hello")
-		out, err := exec.Command("go", "build", "-o", helloBin, "../../examples/hello").CombinedOutput()
-		if err != nil {
-			helloBuildErr = fmt.Errorf("building examples/hello: %v\n%s", err, out)
-		}
-	})
-	if helloBuildErr != nil {
-		t.Fatal(helloBuildErr)
-	}
-	return helloBin
-}
-
 // Upgrades right after reloads, under keep-alive load, with workers that
 // hand their idle connections to the new generation: an upgrade is refused
 // while the reload's old generation drains, and once that has ended it
@@ -568,7 +545,7 @@ func helloBinary(t *testing.T) string {
 // workers that exited. No request fails.
 func TestUpgradeRightAfterReloadsWithHandoff(t *testing.T) {
 	dir, first, second, _ := upgradeBinaries(t)
-	hello := helloBinary(t)
+	hello := helloBin
 	bin := filepath.Join(dir, "recluster")
 	ctl := filepath.Join(dir, "ctl.sock")
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
