@@ -409,6 +409,7 @@ func runCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tuneMasterRuntime(os.Getenv)
 	var file *logFile
 	if cfg.logFile != "" {
 		if file, err = openLogFile(cfg.logFile); err != nil {
