@@ -34,6 +34,7 @@ func main() {
 	out := flag.String("out", "", "the report to write (- for stdout; default: docs/benchmarks.md in the repository)")
 	keep := flag.Bool("keep", false, "keep the temporary directory (binaries and master logs)")
 	list := flag.Bool("list", false, "list the scenarios and exit")
+	update := flag.Bool("update", false, "with -only: replace just those scenarios' sections in the existing report, and say so in its header")
 	flag.Parse()
 	if *list {
 		for _, s := range selected("") {
@@ -41,13 +42,17 @@ func main() {
 		}
 		return
 	}
-	if err := run(*quick, *only, *out, *keep); err != nil {
+	if *update && *only == "" {
+		fmt.Fprintln(os.Stderr, "suite: -update rewrites the sections of the scenarios that -only names; give -only too")
+		os.Exit(2)
+	}
+	if err := run(*quick, *only, *out, *keep, *update); err != nil {
 		fmt.Fprintln(os.Stderr, "suite:", err)
 		os.Exit(1)
 	}
 }
 
-func run(quick bool, only, out string, keep bool) error {
+func run(quick bool, only, out string, keep, update bool) error {
 	todo := selected(only)
 	if len(todo) == 0 {
 		return fmt.Errorf("no scenario matches -only %q (see -list)", only)
@@ -99,6 +104,7 @@ func run(quick bool, only, out string, keep bool) error {
 	}
 
 	var body strings.Builder
+	var sections []renderedSection
 	for _, s := range todo {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -109,19 +115,31 @@ func run(quick bool, only, out string, keep bool) error {
 		if sec.Title == "" {
 			sec.Title = s.Name
 		}
-		fmt.Fprintf(&body, "## %s\n\n", sec.Title)
+		var text strings.Builder
+		fmt.Fprintf(&text, "## %s\n\n", sec.Title)
 		if sec.Markdown != "" {
-			body.WriteString(strings.TrimRight(sec.Markdown, "\n") + "\n\n")
+			text.WriteString(strings.TrimRight(sec.Markdown, "\n") + "\n\n")
 		}
 		if err != nil {
 			env.Log("%s: ERROR: %v", s.Name, err)
-			fmt.Fprintf(&body, "**ERROR**: the scenario did not complete: `%s`\n\n", oneLine(err.Error()))
+			fmt.Fprintf(&text, "**ERROR**: the scenario did not complete: `%s`\n\n", oneLine(err.Error()))
 		}
-		fmt.Fprintf(&body, "_Scenario `%s` took %s._\n\n", s.Name, time.Since(t0).Round(time.Second))
+		fmt.Fprintf(&text, "_Scenario `%s` took %s._\n\n", s.Name, time.Since(t0).Round(time.Second))
 		env.Log("%s done in %s", s.Name, time.Since(t0).Round(time.Millisecond))
+		body.WriteString(text.String())
+		sections = append(sections, renderedSection{title: sec.Title, text: text.String()})
 	}
 
 	report := header(quick, time.Since(start)) + body.String()
+	if update {
+		old, err := os.ReadFile(out)
+		if err != nil {
+			return fmt.Errorf("-update needs the report to update: %w", err)
+		}
+		if report, err = updateReport(string(old), sections, time.Since(start)); err != nil {
+			return err
+		}
+	}
 	if out == "-" {
 		_, err = os.Stdout.WriteString(report)
 		return err
