@@ -375,11 +375,7 @@ func checkProgram(program, dir string) error {
 	if program == "" {
 		return errors.New("recluster: no worker program given")
 	}
-	path := program
-	if !filepath.IsAbs(path) && dir != "" {
-		path = filepath.Join(dir, path)
-	}
-	st, err := os.Stat(path)
+	st, err := os.Stat(programPath(program, dir))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("recluster: worker program %s does not exist; give the path of an executable file", program)

@@ -70,6 +70,8 @@ type workerProcess struct {
 	// and the output pipes have been read to their ends.
 	paused      chan struct{}
 	drainedDone chan struct{}
+	// file is the program file it was started from (system.programFile).
+	file programFile
 }
 
 // newOutbox gives p its outbox. The queue grows with what is in it and
@@ -253,3 +255,5 @@ func (p *workerProcess) readToEnd(paused <-chan struct{}) {
 }
 
 func (p *workerProcess) drained() <-chan struct{} { return p.drainedDone }
+
+func (p *workerProcess) programFile() programFile { return p.file }

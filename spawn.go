@@ -153,18 +153,25 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, hooks workerHooks)
 	argv := append([]string{o.program}, o.opts.Args...)
 	var execStatus, execStatusW *os.File // the trampoline's report of its exec
 	if len(names) > 0 {
-		if execStatus, execStatusW, err = os.Pipe(); err != nil {
-			return nil, nil, err
-		}
-		defer execStatus.Close()
-		defer execStatusW.Close()
 		own = append(own,
 			"LISTEN_FDS="+strconv.Itoa(len(names)),
-			"LISTEN_FDNAMES="+strings.Join(names, ":"),
-			trampoline.EnvExec+"="+o.program,
-			trampoline.EnvStatus+"="+strconv.Itoa(len(files)))
-		files = append(files, execStatusW.Fd())
-		argv0 = selfExecutable()
+			"LISTEN_FDNAMES="+strings.Join(names, ":"))
+		// A program whose workers take passed sockets without LISTEN_PID
+		// is executed directly, while it is the file they were started
+		// from; any other needs the trampoline to set LISTEN_PID to its pid.
+		p.file = statProgram(o.program, o.opts.Dir)
+		if !spec.direct.same(p.file) {
+			if execStatus, execStatusW, err = os.Pipe(); err != nil {
+				return nil, nil, err
+			}
+			defer execStatus.Close()
+			defer execStatusW.Close()
+			own = append(own,
+				trampoline.EnvExec+"="+o.program,
+				trampoline.EnvStatus+"="+strconv.Itoa(len(files)))
+			files = append(files, execStatusW.Fd())
+			argv0 = selfExecutable()
+		}
 	}
 	if o.opts.Notify {
 		path := filepath.Join(o.runtimeDir, "notify-"+strconv.FormatInt(o.notifySeq.Add(1), 10)+".sock")

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // trampolineExecTimeout bounds the master's wait for the trampoline's
@@ -57,10 +59,7 @@ func explainExecError(program, dir string, err error) error {
 	if !errors.As(err, &errno) {
 		return err
 	}
-	path := program
-	if !filepath.IsAbs(path) && dir != "" {
-		path = filepath.Join(dir, path)
-	}
+	path := programPath(program, dir)
 	st, statErr := os.Stat(path)
 	var hint string
 	switch errno {
@@ -90,6 +89,30 @@ func explainExecError(program, dir string, err error) error {
 		return err
 	}
 	return &execError{err: err, hint: hint}
+}
+
+// programPath is where the kernel finds program when a worker is started
+// in dir: a relative path is relative to the worker's directory.
+func programPath(program, dir string) string {
+	if !filepath.IsAbs(program) && dir != "" {
+		return filepath.Join(dir, program)
+	}
+	return program
+}
+
+// statProgram returns the identity of the file that program (started in
+// dir) is now, or the zero programFile when it cannot be read. It follows
+// symbolic links, as the exec does: a deploy that flips a link to another
+// release changes it.
+func statProgram(program, dir string) programFile {
+	var st unix.Stat_t
+	if err := unix.Stat(programPath(program, dir), &st); err != nil {
+		return programFile{}
+	}
+	return programFile{
+		dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtimeNano: st.Mtim.Nano(), ctimeNano: st.Ctim.Nano(),
+	}
 }
 
 func isDir(path string) bool {

@@ -78,6 +78,11 @@ type supervisor struct {
 	accepts              *acceptWatcher // watches starting workers' inherited sockets (accepting.go)
 	handoff              handoffState   // handoff.go
 
+	// directExec is the program file whose workers said they take passed
+	// sockets without LISTEN_PID: the next workers are started without
+	// the exec trampoline while the program is still that file.
+	directExec programFile
+
 	upgrading *upgradeOp    // an upgrade in place in progress (upgrade.go)
 	upgraded  upgradeRecord // the upgrades this master process went through
 }
@@ -203,7 +208,7 @@ func (s *supervisor) spawn(slot, gen int) *Worker {
 	}
 	// A worker holds inherited sockets from its first instruction.
 	w.listening = len(passed) > 0
-	s.sys.start(workerSpec{slot: slot, gen: gen, passed: passed}, s.hooks(w))
+	s.sys.start(workerSpec{slot: slot, gen: gen, passed: passed, direct: s.directExec}, s.hooks(w))
 	return w
 }
 
@@ -337,6 +342,7 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
 		}
 	case proto.CmdListening:
 		s.noteHandoffInherited(w, m)
+		s.noteListenPIDOptional(w, m)
 		if s.opts.ReadyWhen == Listening {
 			s.markReady(w)
 		}
@@ -354,6 +360,22 @@ func (s *supervisor) onMessage(w *Worker, m proto.Message, fd int) {
 		e.Message = m.Cmd
 		s.emit(e)
 	}
+}
+
+// noteListenPIDOptional remembers the program file of a worker that says
+// it takes its passed sockets without LISTEN_PID. The file is the one its
+// own start found, not the one on disk now: a deploy since then may have
+// put another program there, which must prove the same for itself.
+func (s *supervisor) noteListenPIDOptional(w *Worker, m proto.Message) {
+	if m.ListenPID != proto.ListenPIDOptional || w.proc == nil {
+		return
+	}
+	f := w.proc.programFile()
+	if f == (programFile{}) || f == s.directExec {
+		return
+	}
+	s.directExec = f
+	s.log.Debug("recluster: the program takes passed sockets without LISTEN_PID; its next workers start without the exec trampoline", "worker", w.slot, "pid", w.pid)
 }
 
 func (s *supervisor) onNotify(w *Worker, fields map[string]string) {

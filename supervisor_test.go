@@ -35,6 +35,8 @@ type fakeSystem struct {
 	unreadHandoffs bool // handOff queues, and the write then times out
 	usageCalls     int
 	closedFDs      []int
+	// program is the worker program's file on the fake disk.
+	program programFile
 }
 
 type fakeTimer struct {
@@ -61,6 +63,10 @@ type fakeProc struct {
 	killed   bool
 	released bool
 	ended    bool
+	// file is the program file it was started from; direct, whether it
+	// was started without the trampoline.
+	file   programFile
+	direct bool
 }
 
 func (f *fakeSystem) now() time.Time { return f.clock }
@@ -82,6 +88,9 @@ func (f *fakeSystem) start(spec workerSpec, hooks workerHooks) {
 		}
 		f.nextPID++
 		p := &fakeProc{sys: f, spec: spec, hooks: hooks, id: 1000 + f.nextPID}
+		if len(spec.passed) > 0 {
+			p.file, p.direct = f.program, spec.direct.same(f.program)
+		}
 		f.procs = append(f.procs, p)
 		hooks.started(p, nil)
 	}
@@ -113,6 +122,8 @@ func (f *fakeSystem) usage(pids []int) []procFigures {
 func (f *fakeSystem) closeFD(fd int) { f.closedFDs = append(f.closedFDs, fd) }
 
 func (p *fakeProc) pid() int { return p.id }
+
+func (p *fakeProc) programFile() programFile { return p.file }
 
 func (p *fakeProc) send(m proto.Message, fd int) {
 	p.sent = append(p.sent, m)

@@ -70,13 +70,35 @@ type process interface {
 	// been read to its end: its channel (connections it handed over may
 	// be in transit there) and its output.
 	drained() <-chan struct{}
+	// programFile is the program file as it was when the worker was
+	// started with passed sockets; the zero programFile when unknown.
+	programFile() programFile
 }
+
+// programFile identifies the worker program's file (the executable the
+// path resolves to) as a stat of it found it: a deploy that replaces the
+// file (a new inode) or rewrites it in place (a new mtime, ctime or size)
+// changes it. The zero programFile is unknown and matches nothing.
+type programFile struct {
+	dev, ino             uint64
+	size                 int64
+	mtimeNano, ctimeNano int64
+}
+
+// same reports whether f and g are the same known file.
+func (f programFile) same(g programFile) bool { return f != programFile{} && f == g }
 
 // workerSpec is what a worker is started with.
 type workerSpec struct {
 	slot, gen int
 	// passed are the sockets the worker inherits the systemd way.
 	passed []*ownedSocket
+	// direct is the program file whose workers take passed sockets
+	// without LISTEN_PID (one of them said so): while the program is
+	// still that file, the worker is executed directly, not through the
+	// exec trampoline that sets LISTEN_PID. The zero programFile: always
+	// through the trampoline.
+	direct programFile
 }
 
 // workerHooks are how a system reports on one worker. started comes

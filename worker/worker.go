@@ -23,8 +23,15 @@
 // package to be its own worker ([github.com/recluster-go/recluster.Self])
 // still finds its NOTIFY_SOCKET and LISTEN_* variables, to notify systemd
 // and to take the sockets that systemd passed. In every process the passed
-// sockets (fds 3 and up, when LISTEN_PID is the process's pid) are marked
-// close-on-exec.
+// sockets (fds 3 and up) are marked close-on-exec.
+//
+// A program alone takes passed sockets only when LISTEN_PID is its own pid,
+// the systemd rule. Under a master it also takes them when LISTEN_PID is
+// not set (one that names another process still means they are not its
+// own), and says so to the master in its listening message: the master
+// may then start later workers of the same program file without the exec
+// trampoline that sets LISTEN_PID, which saves a Go runtime start per
+// worker (see docs/protocol.md, section 3.1).
 package worker
 
 import (
@@ -69,13 +76,20 @@ func readEnvironment() environment {
 	env.generation, _ = strconv.Atoi(os.Getenv(proto.EnvGeneration))
 	env.timeout, _ = time.ParseDuration(os.Getenv(proto.EnvTimeout))
 	env.heartbeat, _ = time.ParseDuration(os.Getenv(proto.EnvHeartbeat))
-	env.sockets = systemd.Sockets()
-	if fd, err := strconv.Atoi(os.Getenv(proto.EnvChannelFD)); err == nil && fd > 2 {
-		env.channelFD = fd
-		unix.CloseOnExec(fd)
-		for _, k := range workerOnlyEnv {
-			os.Unsetenv(k)
-		}
+	fd, err := strconv.Atoi(os.Getenv(proto.EnvChannelFD))
+	if err != nil || fd <= 2 {
+		env.sockets = systemd.Sockets()
+		return env
+	}
+	// Under a master the channel says that the passed sockets are this
+	// process's, so LISTEN_PID may be absent: the master then started the
+	// program without its exec trampoline, which this package allows for
+	// (listenInherited tells the master so).
+	env.sockets = systemd.SocketsWithoutPID()
+	env.channelFD = fd
+	unix.CloseOnExec(fd)
+	for _, k := range workerOnlyEnv {
+		os.Unsetenv(k)
 	}
 	return env
 }
@@ -306,7 +320,9 @@ func listenInherited(network, address string) (net.Listener, bool, error) {
 			ln = newHandoffListener(ln, addr.Network(), addr.String())
 			// The master cannot see a worker start listening on an
 			// inherited socket: say so (ReadyWhen=listening).
-			send(proto.Message{Cmd: proto.CmdListening, Network: addr.Network(), Address: addr.String(), Handoff: true}, "")
+			// And that it needs no LISTEN_PID: later workers of this program
+			// file may start without the trampoline that sets it.
+			send(proto.Message{Cmd: proto.CmdListening, Network: addr.Network(), Address: addr.String(), Handoff: true, ListenPID: proto.ListenPIDOptional}, "")
 		}
 		return ln, true, err
 	}

@@ -93,7 +93,17 @@ type Message struct {
 	Handoff bool   `json:"handoff,omitempty"`
 	Reason  string `json:"reason,omitempty"`
 	Count   int    `json:"count,omitempty"`
+	// ListenPID, in a listening message, is ListenPIDOptional when the
+	// worker takes its passed sockets (LISTEN_FDS) without LISTEN_PID.
+	ListenPID string `json:"listen_pid,omitempty"`
 }
+
+// ListenPIDOptional is the Message.ListenPID of a worker that takes the
+// sockets passed to it whether LISTEN_PID is set or not: the channel tells
+// it that they are its own. The master may then start later workers of
+// the same program file without the exec trampoline that sets LISTEN_PID
+// (docs/protocol.md, section 3.1).
+const ListenPIDOptional = "optional"
 
 // ErrMalformed wraps a line that is not a valid message; the connection
 // stays usable after it.

@@ -40,16 +40,27 @@ type Socket struct {
 // unless LISTEN_PID is this process's pid. It marks them close-on-exec so
 // that the program's children do not inherit them, and leaves the
 // environment as it is: unsetting ListenEnv is the caller's decision.
-func Sockets() []Socket {
-	socks := parseListenEnv(os.Getpid(), os.Getenv)
+func Sockets() []Socket { return takeSockets(false) }
+
+// SocketsWithoutPID is Sockets for a process that knows by other means
+// that the passed sockets are its own, as a recluster worker does from its
+// channel to the master: it also takes them when LISTEN_PID is not set, as
+// a master that executes the worker without its exec trampoline passes
+// them. A LISTEN_PID that names another process still means that they are
+// not this one's.
+func SocketsWithoutPID() []Socket { return takeSockets(true) }
+
+func takeSockets(pidOptional bool) []Socket {
+	socks := parseListenEnv(os.Getpid(), os.Getenv, pidOptional)
 	for _, s := range socks {
 		unix.CloseOnExec(s.FD)
 	}
 	return socks
 }
 
-func parseListenEnv(pid int, getenv func(string) string) []Socket {
-	if p, err := strconv.Atoi(getenv("LISTEN_PID")); err != nil || p != pid {
+func parseListenEnv(pid int, getenv func(string) string, pidOptional bool) []Socket {
+	listenPID := getenv("LISTEN_PID")
+	if p, err := strconv.Atoi(listenPID); (err != nil || p != pid) && !(pidOptional && listenPID == "") {
 		return nil
 	}
 	n, err := strconv.Atoi(getenv("LISTEN_FDS"))

@@ -19,23 +19,30 @@ func TestParseListenEnv(t *testing.T) {
 		return func(k string) string { return vars[k] }
 	}
 	for _, tc := range []struct {
-		name string
-		vars map[string]string
-		want []Socket
+		name        string
+		vars        map[string]string
+		want        []Socket
+		pidOptional bool
 	}{
-		{"not passed", map[string]string{}, nil},
-		{"meant for another process", map[string]string{"LISTEN_PID": "41", "LISTEN_FDS": "1"}, nil},
-		{"no count", map[string]string{"LISTEN_PID": "42"}, nil},
-		{"bad count", map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "two"}, nil},
-		{"zero", map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "0"}, nil},
+		{"not passed", map[string]string{}, nil, false},
+		{"not passed, pid optional", map[string]string{}, nil, true},
+		{"no LISTEN_PID", map[string]string{"LISTEN_FDS": "1"}, nil, false},
+		{"no LISTEN_PID, pid optional", map[string]string{"LISTEN_FDS": "1", "LISTEN_FDNAMES": "web"}, []Socket{{3, "web"}}, true},
+		{"own LISTEN_PID, pid optional", map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "1"}, []Socket{{3, "unknown"}}, true},
+		{"meant for another process, pid optional", map[string]string{"LISTEN_PID": "41", "LISTEN_FDS": "1"}, nil, true},
+		{"bad LISTEN_PID, pid optional", map[string]string{"LISTEN_PID": "x", "LISTEN_FDS": "1"}, nil, true},
+		{"meant for another process", map[string]string{"LISTEN_PID": "41", "LISTEN_FDS": "1"}, nil, false},
+		{"no count", map[string]string{"LISTEN_PID": "42"}, nil, false},
+		{"bad count", map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "two"}, nil, false},
+		{"zero", map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "0"}, nil, false},
 		{"unnamed", map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "2"},
-			[]Socket{{3, "unknown"}, {4, "unknown"}}},
+			[]Socket{{3, "unknown"}, {4, "unknown"}}, false},
 		{"named, one name missing and one empty", map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "3", "LISTEN_FDNAMES": ":web"},
-			[]Socket{{3, "unknown"}, {4, "web"}, {5, "unknown"}}},
+			[]Socket{{3, "unknown"}, {4, "web"}, {5, "unknown"}}, false},
 		{"named", map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "web:admin"},
-			[]Socket{{3, "web"}, {4, "admin"}}},
+			[]Socket{{3, "web"}, {4, "admin"}}, false},
 	} {
-		if got := parseListenEnv(42, env(tc.vars)); !reflect.DeepEqual(got, tc.want) {
+		if got := parseListenEnv(42, env(tc.vars), tc.pidOptional); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -1,0 +1,216 @@
+package recluster
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/recluster-go/recluster/internal/proto"
+)
+
+// The decision to start a worker with passed sockets without the exec
+// trampoline, driven through the fake system: the supervisor passes the
+// program file that a worker's declaration vouched for, and the fake starts
+// directly only when it is still the file on its disk, by the rule the real
+// system applies (programFile.same).
+
+var (
+	fileA = programFile{dev: 8, ino: 100, size: 4 << 20, mtimeNano: 1, ctimeNano: 1}
+	fileB = programFile{dev: 8, ino: 101, size: 4 << 20, mtimeNano: 2, ctimeNano: 2}
+)
+
+func newSocketsHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t, Options{Workers: 2, Sockets: []Socket{{Name: "http", Address: "127.0.0.1:0"}}})
+	t.Cleanup(func() { h.s.sockets.closeAll() })
+	h.sys.program = fileA
+	return h
+}
+
+// listening has w say that it listens on its passed socket, declaring
+// that it needs no LISTEN_PID when optional is set.
+func (h *harness) listening(w *Worker, optional bool) {
+	h.t.Helper()
+	m := proto.Message{Cmd: proto.CmdListening, Network: "tcp", Address: h.s.sockets.addrs()[0].String()}
+	if optional {
+		m.ListenPID = proto.ListenPIDOptional
+	}
+	proc(w).hooks.message(m, -1)
+	h.settle()
+}
+
+// reloadSaying reloads; every new worker says listening (declaring when
+// optional is set) and ready.
+func (h *harness) reloadSaying(optional bool) int {
+	h.t.Helper()
+	result := h.reload()
+	gen := h.s.lastGen
+	for slot := 0; slot < h.s.slots; slot++ {
+		h.listening(h.one(slot, gen), optional)
+	}
+	h.readyGen(gen)
+	if err := <-result; err != nil {
+		h.t.Fatalf("reload to generation %d: %v", gen, err)
+	}
+	return gen
+}
+
+// startedDirectly reports, for each slot's worker of gen, whether it was
+// started without the trampoline.
+func (h *harness) startedDirectly(gen int) []bool {
+	h.t.Helper()
+	var got []bool
+	for slot := 0; slot < h.s.slots; slot++ {
+		got = append(got, proc(h.one(slot, gen)).direct)
+	}
+	return got
+}
+
+func (h *harness) wantStarts(gen int, direct bool) {
+	h.t.Helper()
+	for slot, got := range h.startedDirectly(gen) {
+		if got != direct {
+			h.t.Fatalf("generation %d, slot %d: started directly %v, want %v", gen, slot, got, direct)
+		}
+	}
+}
+
+// A worker that declares it takes passed sockets without LISTEN_PID makes
+// the next workers of the same file start directly, the respawn of a
+// crashed one as well as a reload's; the workers before it went through
+// the trampoline.
+func TestDeclarationStartsNextWorkersDirectly(t *testing.T) {
+	h := newSocketsHarness(t)
+	h.run()
+	h.wantStarts(1, false)
+	h.listening(h.one(0, 1), true)
+	h.readyGen(1)
+	if h.s.directExec != fileA {
+		t.Fatalf("after the declaration the supervisor vouches for %+v, want %+v", h.s.directExec, fileA)
+	}
+	gen := h.reloadSaying(false)
+	h.wantStarts(gen, true)
+
+	proc(h.active(1)).exit(1)
+	h.advance(time.Minute)
+	if p := proc(h.one(1, gen)); !p.direct || p.spec.direct != fileA {
+		t.Fatalf("the respawned worker was started directly=%v with %+v, want directly with %+v", p.direct, p.spec.direct, fileA)
+	}
+}
+
+// A deploy that replaces the program file sends the next workers through
+// the trampoline again, until a worker of the new file declares for
+// itself; the vouched-for file is the one the declaring worker was started
+// from, not the one on disk when it spoke.
+func TestReplacedProgramGoesBackToTheTrampoline(t *testing.T) {
+	h := newSocketsHarness(t)
+	h.run()
+	h.readyGen(1)
+	h.sys.program = fileB // a deploy, before any worker declared
+	// A worker of the old file declares late: it vouches for its own file.
+	h.listening(h.one(0, 1), true)
+	if h.s.directExec != fileA {
+		t.Fatalf("a worker started from %+v vouched for %+v", fileA, h.s.directExec)
+	}
+	gen := h.reloadSaying(false)
+	h.wantStarts(gen, false) // file B is on disk
+
+	gen = h.reloadSaying(true) // workers of file B declare
+	h.wantStarts(gen, false)
+	if h.s.directExec != fileB {
+		t.Fatalf("the supervisor vouches for %+v, want the new file %+v", h.s.directExec, fileB)
+	}
+	gen = h.reloadSaying(false)
+	h.wantStarts(gen, true)
+
+	h.sys.program = programFile{dev: 8, ino: 102, size: 1, mtimeNano: 3, ctimeNano: 3} // the next deploy
+	gen = h.reloadSaying(false)
+	h.wantStarts(gen, false)
+}
+
+// A program that never declares (a program written for systemd, or a
+// worker of an older package) always goes through the trampoline, even
+// when it says listening on the channel.
+func TestProgramThatNeverDeclaresAlwaysGetsTheTrampoline(t *testing.T) {
+	h := newSocketsHarness(t)
+	h.run()
+	for slot := 0; slot < h.s.slots; slot++ {
+		h.listening(h.one(slot, 1), false)
+	}
+	h.readyGen(1)
+	for range 3 {
+		gen := h.reloadSaying(false)
+		h.wantStarts(gen, false)
+		for slot := 0; slot < h.s.slots; slot++ {
+			if d := proc(h.one(slot, gen)).spec.direct; d != (programFile{}) {
+				t.Fatalf("generation %d, slot %d: the supervisor vouched for %+v", gen, slot, d)
+			}
+		}
+	}
+}
+
+// The OS layer's identity of a program file: a copy to a new inode, an
+// in-place rewrite and a flipped symbolic link each make another file; a
+// missing one is unknown, and unknown matches nothing.
+func TestStatProgramIdentity(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "prog")
+	write := func(p, content string) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(path, "#!/bin/sh\necho one\n")
+	first := statProgram(path, "")
+	if first == (programFile{}) {
+		t.Fatal("no identity for an existing file")
+	}
+	if !first.same(statProgram("prog", dir)) {
+		t.Fatal("a path relative to the working directory is another file")
+	}
+	if !first.same(statProgram(path, "")) {
+		t.Fatal("an unchanged file changed identity")
+	}
+
+	// Copied to a new inode and renamed into place, as deploys do.
+	write(path+".new", "#!/bin/sh\necho one\n")
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	renamed := statProgram(path, "")
+	if first.same(renamed) {
+		t.Fatal("a file renamed over the program kept its identity")
+	}
+
+	// Rewritten in place, same inode and size, a moment later.
+	time.Sleep(10 * time.Millisecond) // mtime must be able to move on
+	write(path, "#!/bin/sh\necho two\n")
+	if rewritten := statProgram(path, ""); renamed.same(rewritten) || rewritten.ino != renamed.ino {
+		t.Fatalf("an in-place rewrite: %+v, before %+v", rewritten, renamed)
+	}
+
+	// A symbolic link flipped to another release.
+	write(filepath.Join(dir, "v2"), "#!/bin/sh\necho two\n")
+	link := filepath.Join(dir, "current")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	before := statProgram(link, "")
+	if !before.same(statProgram(path, "")) {
+		t.Fatal("a link is not the file it points to")
+	}
+	os.Remove(link)
+	if err := os.Symlink(filepath.Join(dir, "v2"), link); err != nil {
+		t.Fatal(err)
+	}
+	if before.same(statProgram(link, "")) {
+		t.Fatal("a link flipped to another file kept its identity")
+	}
+
+	missing := statProgram(filepath.Join(dir, "gone"), "")
+	if missing != (programFile{}) || missing.same(missing) {
+		t.Fatalf("a missing file: %+v, same as itself %v", missing, missing.same(missing))
+	}
+}
