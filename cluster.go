@@ -139,7 +139,13 @@ type Options struct {
 
 	// Sockets are bound by the master before any worker starts and passed to
 	// every worker the systemd way: fds from 3, LISTEN_FDS, LISTEN_FDNAMES
-	// and LISTEN_PID equal to the worker's own pid.
+	// and LISTEN_PID equal to the worker's own pid, which takes a start of
+	// the master's own binary that then executes the program. Once a worker
+	// says that it needs no LISTEN_PID (package
+	// [github.com/recluster-go/recluster/worker] does), the next workers of
+	// the same program file are executed directly, without LISTEN_PID; a
+	// deploy that replaces the file goes back to the first way until a
+	// worker of the new file says so too (docs/protocol.md, section 3.1).
 	Sockets []Socket
 	// ReusePort gives each slot a TCP socket of its own, bound with
 	// SO_REUSEPORT to the same address and inherited by every generation

@@ -31,7 +31,9 @@ cluster of workers, and keep it running until it is told to stop.
 Every worker gets WORKER_ID (its slot, 0 to N-1), RECLUSTER_GENERATION and a
 NOTIFY_SOCKET of its own for sd_notify. With --listen it also gets the
 master's sockets the systemd way: as fds 3, 4, ..., with LISTEN_FDS,
-LISTEN_FDNAMES, and LISTEN_PID set to the worker's own pid.
+LISTEN_FDNAMES, and LISTEN_PID set to the worker's own pid (left out, to
+save a start of this binary per worker, once a worker of the same program
+file said {"cmd":"listening","listen_pid":"optional"} on its channel).
 
 Flags:
   -w, --workers N           number of workers (default: one per CPU)

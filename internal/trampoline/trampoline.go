@@ -2,7 +2,9 @@
 // sockets: the master starts its own binary with EnvExec naming the worker
 // program, and this package's init sets LISTEN_PID to the process's own
 // pid and executes that program. os/exec cannot set a variable to the
-// child's pid, and programs written for systemd check it.
+// child's pid, and programs written for systemd check it. Workers that said
+// they need no LISTEN_PID are executed directly instead (spawn.go), which
+// saves this start of the master's binary.
 //
 // It is a package of its own, importing next to nothing, so that Go
 // initialises it before nearly every other package of the binary: the
