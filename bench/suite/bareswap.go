@@ -40,9 +40,10 @@ type readyNote struct {
 
 // swapTiming is one bare generation swap.
 type swapTiming struct {
-	total time.Duration // first start -> last old worker reaped
-	ready time.Duration // first start -> last new worker's READY=1
-	start time.Duration // the slowest new worker's own start -> READY=1
+	total      time.Duration // first start -> last old worker reaped
+	ready      time.Duration // first start -> last new worker's READY=1
+	start      time.Duration // the slowest new worker's own start -> READY=1
+	workersCPU time.Duration // the CPU of the children reaped meanwhile: the old generation's
 }
 
 // newBareSwap opens the notify socket at dir/notify-N.sock and starts the
@@ -135,7 +136,7 @@ func (b *bareSwap) readNotifications() {
 // swap starts a new generation and, once all of it is ready, stops the
 // one that ran before: one reload's work.
 func (b *bareSwap) swap(patience time.Duration) (swapTiming, error) {
-	t0 := time.Now()
+	t0, workersCPU0 := time.Now(), childrenCPU()
 	gen, start, err := b.startGeneration(patience)
 	if err != nil {
 		return swapTiming{}, err
@@ -146,7 +147,8 @@ func (b *bareSwap) swap(patience time.Duration) (swapTiming, error) {
 	if err := stop(old, syscall.SIGTERM, patience); err != nil {
 		return swapTiming{}, err
 	}
-	return swapTiming{total: time.Since(t0), ready: ready, start: start}, nil
+	total := time.Since(t0)
+	return swapTiming{total: total, ready: ready, start: start, workersCPU: childrenCPU() - workersCPU0}, nil
 }
 
 // startGeneration starts n workers one after another, as the master
