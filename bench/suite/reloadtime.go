@@ -73,13 +73,13 @@ func runReloadTime(ctx context.Context, env *Env) (Section, error) {
 		"started before and reaps them: N starts and N stops, like a reload. A swap is timed from its first start to the last old worker reaped; "+
 		"%d swaps per size (%d for %d workers) after an untimed first generation, 50 ms apart like the reloads. The second table also gives when the last "+
 		"new worker said `READY=1` (compare with to commit) and the slowest worker's own start, its fork to its `READY=1` (compare with worker start).\n\n", reloadsOf(2), reloadsOf(256), 256)
-	md.WriteString("- **overhead** = reload time p50 − bare swap p50: what recluster adds to swapping a generation (the exec trampoline, the channel and its handshake, " +
+	md.WriteString("- **overhead** = reload time p50 − bare swap p50: what recluster adds to swapping a generation (the exec trampoline, for the workers started before the first one of this program file said in its `listening` message that it needs no LISTEN_PID, which testdata/server's first generation does (docs/protocol.md §3.1); the channel and its handshake, " +
 		"the pipes of the workers' output, the master's loop, the commit, the drain by message), the machine's own cost of starting and stopping N processes taken out;\n" +
 		"- **per worker** = ÷ workers;\n" +
 		"- **master CPU per worker**: the CPU time (user + system) of the suite's own process, which is the master and nothing else during the reloads, " +
 		"from `Reload` to the generation settled, ÷ workers: what the master itself spends, apart from waiting for the machine;\n" +
 		"- **workers' CPU per worker**: the CPU time of the suite's children reaped during a reload or a bare swap (`getrusage(RUSAGE_CHILDREN)`): " +
-		"the old generation's whole lives (start, idle time and exit; under the master, the exec trampoline's start too) ÷ workers. On 2 cores, N workers " +
+		"the old generation's whole lives (start, idle time and exit; under the master, the exec trampoline's start too for a worker that needed it) ÷ workers. On 2 cores, N workers " +
 		"that need C of CPU each cannot start in less than N × C ÷ 2;\n" +
 		"- **cold start of the generation**: for reference, how long the first generation took from `Run` to its last worker ready, and the reload time less that.\n\n")
 	md.WriteString("Targets: for 2, 16 and 64 workers, reload − worker start of the worst reload **at most 100 ms** (the definition of the earlier runs, " +

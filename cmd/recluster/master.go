@@ -145,7 +145,10 @@ func (m *master) onEvent(e recluster.Event) {
 		// workers makes N of these events.
 		if !m.notify.hasStarted() && m.allActive() {
 			m.notify.started(firstReady(m.slots, e.Generation))
+			go returnMemory()
 		}
+	case recluster.EventReloadDrained:
+		go returnMemory()
 	case recluster.EventReloadStarted:
 		m.notify.update(systemd.Reloading(fmt.Sprintf("reloading to generation %d", e.Generation)))
 	case recluster.EventReloadCommitted:

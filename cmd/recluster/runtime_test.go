@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/recluster-go/recluster"
 )
 
 // The master's own Go runtime settings, read from its metrics (the Go
@@ -43,5 +45,27 @@ func TestMasterRuntimeSettings(t *testing.T) {
 				t.Fatalf("the master runs with GOGC %d and GOMAXPROCS %d, want %d and at most %d", gogc, procs, tc.gogc, tc.maxProcsMost)
 			}
 		})
+	}
+}
+
+// The master returns its free heap once a reload's old generation has
+// gone, and not on the way there.
+func TestMasterReturnsMemoryWhenAReloadHasDrained(t *testing.T) {
+	called := make(chan struct{}, 4)
+	saved := returnMemory
+	returnMemory = func() { called <- struct{}{} }
+	t.Cleanup(func() { returnMemory = saved })
+	m := &master{}
+	m.onEvent(recluster.Event{Kind: recluster.EventSpawned, Generation: 2})
+	m.onEvent(recluster.Event{Kind: recluster.EventReloadDrained, Generation: 2})
+	select {
+	case <-called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the master kept its free heap after the reload drained")
+	}
+	select {
+	case <-called:
+		t.Fatal("the master returned memory on an event that settles nothing")
+	case <-time.After(100 * time.Millisecond):
 	}
 }
