@@ -360,8 +360,12 @@ func TestUpgradeReapsAWorkerThatExitedDuringTheExec(t *testing.T) {
 	os.WriteFile(victimFile, []byte(strconv.Itoa(pids[1])), 0o644)
 	wrapper := filepath.Join(dir, "wrapper")
 	// Only in the exec itself (the state descriptor is set), not in the
-	// pre-flight check.
-	body := fmt.Sprintf("#!/bin/sh\nif [ -n \"$RECLUSTER_UPGRADE_STATE_FD\" ]; then kill -9 $(cat %s); fi\nexec %s \"$@\"\n", victimFile, first)
+	// pre-flight check. The kill comes from an orphaned process 100 ms
+	// after the shell's exec, while the new master starts: killed while
+	// the process is still the shell, the worker would be reaped by the
+	// shell's own SIGCHLD handler (dash waits for any child), which no
+	// master could see.
+	body := fmt.Sprintf("#!/bin/sh\nif [ -n \"$RECLUSTER_UPGRADE_STATE_FD\" ]; then ( (sleep 0.1; kill -9 $(cat %s)) & ); fi\nexec %s \"$@\"\n", victimFile, first)
 	if err := os.WriteFile(wrapper, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
