@@ -2,7 +2,6 @@ package recluster
 
 import (
 	"os"
-	"strconv"
 	"time"
 )
 
@@ -14,11 +13,11 @@ const userHZ = 100
 // whole process tree: a server that forks (gunicorn, `npm start`) holds
 // its memory and spends its CPU in its children.
 func treeUsage(pids []int) []procFigures {
-	tree := treeReader()
+	r := newProcFS()
 	out := make([]procFigures, len(pids))
 	for i, pid := range pids {
-		for j, p := range tree(pid) {
-			rss, cpu, ok := procUsage(p)
+		for j, p := range r.tree(pid) {
+			rss, cpu, ok := r.usage(p)
 			if !ok {
 				if j == 0 {
 					break // the worker itself is gone
@@ -33,27 +32,12 @@ func treeUsage(pids []int) []procFigures {
 	return out
 }
 
-// procUsage reads one process's resident memory and the CPU time it and
-// the children it has reaped have used.
-func procUsage(pid int) (rssBytes int64, cpu time.Duration, ok bool) {
-	fields, ok := statFields(pid)
-	// utime, stime, cutime, cstime and rss are fields 14 to 17 and 24 of
-	// proc(5).
-	if !ok || len(fields) < 22 {
+// usage reads one process's resident memory and the CPU time it and the
+// children it has reaped have used.
+func (r *procFS) usage(pid int) (rssBytes int64, cpu time.Duration, ok bool) {
+	st, ok := r.stat(pid)
+	if !ok {
 		return 0, 0, false
 	}
-	var ticks int64
-	for _, f := range fields[11:15] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return 0, 0, false
-		}
-		ticks += n
-	}
-	rssPages, err := strconv.ParseInt(fields[21], 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	cpu = time.Duration(ticks) * time.Second / userHZ
-	return rssPages * int64(os.Getpagesize()), cpu, true
+	return st.rssPages * int64(os.Getpagesize()), time.Duration(st.cpuTicks) * time.Second / userHZ, true
 }

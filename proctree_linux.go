@@ -1,119 +1,255 @@
 package recluster
 
 import (
-	"os"
-	"path/filepath"
+	"bytes"
+	"encoding/binary"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Servers that fork (gunicorn's arbiter, `npm start`, a shell) do their
 // serving in children, so what a worker is and holds is its whole tree.
 
-// treeReader returns a function that finds process trees. Where the
-// kernel lists each thread's children (/proc/PID/task/TID/children,
-// CONFIG_PROC_CHILDREN, which Debian's and most distributions' kernels
-// have), a tree costs a read per thread of its processes; elsewhere the
-// parents of every process on the host are read once (/proc/*/stat) and
-// the returned function uses that table, so that a status snapshot of
-// many workers reads /proc once.
-func treeReader() func(pid int) []int {
-	if haveChildrenFiles() {
-		return childrenTree
+// procFS reads the small files and directories of /proc through buffers
+// it keeps, with a few system calls per process and next to no garbage:
+// status, `recluster top` and every metrics scrape read each worker's
+// tree, and on a master whose live heap is about a megabyte, garbage of
+// the order of the heap is what its resident memory grows by. One procFS
+// serves one goroutine.
+type procFS struct {
+	file  []byte // the contents of the last file read
+	dents []byte // directory entries, getdents64's format
+	path  []byte
+	pids  []int // the last tree returned
+	tids  []int
+	table procTable
+	// withTable is set when the kernel lacks the children files; the
+	// parents of every process are then read once, into table.
+	withTable bool
+}
+
+func newProcFS() *procFS {
+	r := &procFS{file: make([]byte, 0, 1024), dents: make([]byte, 8192), path: make([]byte, 0, 64)}
+	if !haveChildrenFiles() {
+		r.withTable = true
+		r.table = r.readProcTable()
 	}
-	return readProcTable().tree
+	return r
 }
 
 var haveChildrenFiles = sync.OnceValue(func() bool {
-	_, err := os.Stat("/proc/thread-self/children")
-	return err == nil
+	var st unix.Stat_t
+	return unix.Stat("/proc/thread-self/children", &st) == nil
 })
 
-// childrenTree walks the tree below pid through the children files.
-func childrenTree(pid int) []int {
-	tree := []int{pid}
-	for i := 0; i < len(tree); i++ {
-		tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(tree[i]) + "/task/*/children")
-		for _, task := range tasks {
-			b, _ := os.ReadFile(task)
-			for _, f := range strings.Fields(string(b)) {
-				if child, err := strconv.Atoi(f); err == nil {
-					tree = append(tree, child)
+// procPath is /proc/PID followed by rest, or /proc/PID/task/TID/children
+// when tid is not 0.
+func (r *procFS) procPath(pid, tid int, rest string) string {
+	r.path = append(r.path[:0], "/proc/"...)
+	r.path = strconv.AppendInt(r.path, int64(pid), 10)
+	if tid != 0 {
+		r.path = append(r.path, "/task/"...)
+		r.path = strconv.AppendInt(r.path, int64(tid), 10)
+	}
+	r.path = append(r.path, rest...)
+	return string(r.path)
+}
+
+// readFile reads a whole /proc file into r.file, which it returns; the
+// bytes are valid until the next read.
+func (r *procFS) readFile(path string) ([]byte, bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, false
+	}
+	defer unix.Close(fd)
+	r.file = r.file[:0]
+	for {
+		if len(r.file) == cap(r.file) {
+			r.file = append(r.file, 0)[:len(r.file)]
+		}
+		n, err := unix.Read(fd, r.file[len(r.file):cap(r.file)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, false
+		}
+		if n == 0 {
+			return r.file, true
+		}
+		r.file = r.file[:len(r.file)+n]
+	}
+}
+
+// numericEntries calls f with each entry of a directory whose name is a
+// number (the processes of /proc, the threads of /proc/PID/task).
+func (r *procFS) numericEntries(dir string, f func(int)) bool {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Getdents(fd, r.dents)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false
+		}
+		if n == 0 {
+			return true
+		}
+		// struct linux_dirent64: ino (8), off (8), reclen (2), type (1),
+		// then the name, NUL-terminated.
+		for b := r.dents[:n]; len(b) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				break
+			}
+			if id, ok := parseDecimal(b[19:reclen]); ok {
+				f(int(id))
+			}
+			b = b[reclen:]
+		}
+	}
+}
+
+// parseDecimal reads the unsigned decimal number at the start of b, up to
+// a NUL, a space or the end.
+func parseDecimal(b []byte) (int64, bool) {
+	var n int64
+	digits := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int64(c-'0')
+		digits++
+	}
+	return n, digits > 0
+}
+
+// tree returns pid and its descendants, pid first. The slice is valid
+// until the next call.
+func (r *procFS) tree(pid int) []int {
+	r.pids = append(r.pids[:0], pid)
+	for i := 0; i < len(r.pids); i++ {
+		if r.withTable {
+			r.pids = append(r.pids, r.table[r.pids[i]]...)
+			continue
+		}
+		parent := r.pids[i]
+		// A child is listed in the children file of the thread that
+		// forked it.
+		r.tids = r.tids[:0]
+		r.numericEntries(r.procPath(parent, 0, "/task"), func(tid int) { r.tids = append(r.tids, tid) })
+		for _, tid := range r.tids {
+			b, ok := r.readFile(r.procPath(parent, tid, "/children"))
+			if !ok {
+				continue
+			}
+			for len(b) > 0 {
+				if child, ok := parseDecimal(b); ok {
+					r.pids = append(r.pids, int(child))
 				}
+				next := bytes.IndexByte(b, ' ')
+				if next < 0 {
+					break
+				}
+				b = b[next+1:]
 			}
 		}
 	}
-	return tree
+	return r.pids
 }
 
 // procTable is one reading of every process's parent: children by parent
 // pid.
 type procTable map[int][]int
 
-func readProcTable() procTable {
+func (r *procFS) readProcTable() procTable {
 	children := procTable{}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return children
-	}
-	for _, e := range ents {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppid, ok := parentOf(child); ok {
-			children[ppid] = append(children[ppid], child)
+	var pids []int
+	r.numericEntries("/proc", func(pid int) { pids = append(pids, pid) })
+	for _, pid := range pids {
+		if st, ok := r.stat(pid); ok {
+			children[st.ppid] = append(children[st.ppid], pid)
 		}
 	}
 	return children
 }
 
-// tree returns pid and its descendants, pid first.
-func (t procTable) tree(pid int) []int {
-	tree := []int{pid}
-	for i := 0; i < len(tree); i++ {
-		tree = append(tree, t[tree[i]]...)
-	}
-	return tree
+// procStat is what the master reads of /proc/PID/stat.
+type procStat struct {
+	ppid     int
+	cpuTicks int64 // utime + stime + cutime + cstime, in USER_HZ
+	rssPages int64
 }
 
-// parentOf reads a process's parent pid (field 4 of /proc/PID/stat).
-func parentOf(pid int) (int, bool) {
-	fields, ok := statFields(pid)
-	if !ok || len(fields) < 2 {
-		return 0, false
+// stat reads /proc/PID/stat. Its fields are counted from the last ')',
+// since the command name before it may hold spaces and parentheses: the
+// state is field 3 of proc(5), the parent 4, the CPU times 14 to 17, the
+// resident pages 24.
+func (r *procFS) stat(pid int) (procStat, bool) {
+	b, ok := r.readFile(r.procPath(pid, 0, "/stat"))
+	if !ok {
+		return procStat{}, false
 	}
-	ppid, err := strconv.Atoi(fields[1])
-	return ppid, err == nil
-}
-
-// statFields returns the fields of /proc/PID/stat after the command name,
-// which may hold spaces and parentheses: fields[0] is the state (field 3
-// of proc(5)).
-func statFields(pid int) ([]string, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil, false
+	end := bytes.LastIndexByte(b, ')')
+	if end < 0 {
+		return procStat{}, false
 	}
-	s := string(b)
-	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:]), true
+	var st procStat
+	field := 2 // the command name's
+	seen := 0
+	for i := end + 1; i < len(b); i++ {
+		if b[i] != ' ' {
+			continue
+		}
+		field++ // the field that starts after this space
+		n, ok := parseDecimal(b[i+1:])
+		switch {
+		case field == 4:
+			st.ppid = int(n)
+		case field >= 14 && field <= 17:
+			st.cpuTicks += n
+		case field == 24:
+			st.rssPages = n
+		default:
+			continue
+		}
+		if !ok {
+			return procStat{}, false
+		}
+		if seen++; seen == 6 {
+			return st, true
+		}
+	}
+	return procStat{}, false
 }
 
 // procTree is what the accept watcher knows of the process trees: one
 // reader shared by every worker it looks at, read again at most every
 // acceptPollMax, so that many starting workers do not each scan /proc.
 type procTree struct {
-	tree  func(pid int) []int
+	r     *procFS
 	taken time.Time
 }
 
 // descendants returns the processes descended from pid, reading the trees
-// again when what it holds is older than acceptPollMax at now.
+// again when what it holds is older than acceptPollMax at now. The slice
+// is valid until the next call.
 func (t *procTree) descendants(pid int, now time.Time) []int {
-	if t.tree == nil || now.Sub(t.taken) >= acceptPollMax {
-		t.tree, t.taken = treeReader(), now
+	if t.r == nil || now.Sub(t.taken) >= acceptPollMax {
+		if t.r == nil || t.r.withTable {
+			t.r = newProcFS()
+		}
+		t.taken = now
 	}
-	return t.tree(pid)[1:]
+	return t.r.tree(pid)[1:]
 }

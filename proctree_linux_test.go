@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -16,7 +17,7 @@ func TestProcTreeFindsChildren(t *testing.T) {
 	if !slices.Contains(kids, os.Getpid()) {
 		t.Fatalf("the test process %d is not among its parent's descendants %v", os.Getpid(), kids)
 	}
-	rss, _, ok := procUsage(os.Getpid())
+	rss, _, ok := newProcFS().usage(os.Getpid())
 	if !ok || rss <= 0 {
 		t.Fatalf("procUsage of the test process: rss %d, ok %v", rss, ok)
 	}
@@ -94,5 +95,65 @@ func TestEndedChildNamesTheChild(t *testing.T) {
 			t.Fatalf("endedChild never named the child %d that ended (last: %d)", cmd.Process.Pid, pid)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The command name in /proc/PID/stat may hold spaces and parentheses: the
+// fields are counted from the last ')'.
+func TestProcStatReadsPastAnOddCommandName(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	odd := filepath.Join(t.TempDir(), "a) b (c")
+	if err := os.Symlink(sleep, odd); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(odd, "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	r := newProcFS()
+	// Until its exec has mapped sleep, the child has no resident pages.
+	var st procStat
+	for deadline := time.Now().Add(10 * time.Second); st.rssPages == 0 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var ok bool
+		if st, ok = r.stat(cmd.Process.Pid); !ok {
+			t.Fatalf("stat of %d failed: %q", cmd.Process.Pid, r.file)
+		}
+	}
+	if st.ppid != os.Getpid() {
+		t.Fatalf("parent of %d read as %d, want %d (stat: %q)", cmd.Process.Pid, st.ppid, os.Getpid(), r.file)
+	}
+	if st.rssPages <= 0 {
+		t.Fatalf("resident pages read as %d (stat: %q)", st.rssPages, r.file)
+	}
+	if tree := r.tree(os.Getpid()); !slices.Contains(tree, cmd.Process.Pid) || tree[0] != os.Getpid() {
+		t.Fatalf("the test's tree %v lacks its child %d", tree, cmd.Process.Pid)
+	}
+}
+
+// A status, a `recluster top` refresh and a metrics scrape read every
+// worker's tree; on a master whose live heap is about a megabyte, the
+// garbage of those reads is what its resident memory grows by. Once its
+// buffers have grown, a reader allocates only the paths it opens.
+func TestProcReaderMakesNoGarbage(t *testing.T) {
+	r := newProcFS()
+	pid := os.Getpid()
+	r.tree(pid)
+	r.stat(pid)
+	tids := 0
+	r.numericEntries(r.procPath(pid, 0, "/task"), func(int) { tids++ })
+	opens := 2.0 + float64(tids) // the task directory, each thread's children, the stat file
+	if got := testing.AllocsPerRun(20, func() {
+		for _, p := range r.tree(pid) {
+			r.stat(p)
+		}
+	}); got > 2*opens+2 {
+		t.Fatalf("a tree and stat read of the test process (%d threads) allocated %.0f times, want at most %.0f (two per path opened)", tids, got, 2*opens+2)
 	}
 }
