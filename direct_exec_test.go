@@ -1,8 +1,11 @@
 package recluster
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,7 +96,8 @@ func TestDeclarationStartsNextWorkersDirectly(t *testing.T) {
 	h.wantStarts(gen, true)
 
 	proc(h.active(1)).exit(1)
-	h.advance(time.Minute)
+	h.settle()
+	h.advance(h.respawnDelay(1))
 	if p := proc(h.one(1, gen)); !p.direct || p.spec.direct != fileA {
 		t.Fatalf("the respawned worker was started directly=%v with %+v, want directly with %+v", p.direct, p.spec.direct, fileA)
 	}
@@ -213,4 +217,93 @@ func TestStatProgramIdentity(t *testing.T) {
 	if missing != (programFile{}) || missing.same(missing) {
 		t.Fatalf("a missing file: %+v, same as itself %v", missing, missing.same(missing))
 	}
+}
+
+// warnings gives h's supervisor a log and returns what it says at warn
+// level and above.
+func (h *harness) warnings() *bytes.Buffer {
+	var buf bytes.Buffer
+	h.s.log = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return &buf
+}
+
+// wantForgetLines fails unless the log has said n times that the
+// declaration was dropped.
+func wantForgetLines(t *testing.T, log *bytes.Buffer, n int) {
+	t.Helper()
+	if got := strings.Count(log.String(), "started without LISTEN_PID failed before it was ready"); got != n {
+		t.Fatalf("the log says %d times that the declaration was dropped, want %d:\n%s", got, n, log)
+	}
+}
+
+// A worker executed without LISTEN_PID that exits before it is ready, or
+// misses ReadyTimeout, is what a program that needed LISTEN_PID after all
+// looks like: the master forgets the declaration, says so once, and the
+// next workers go through the trampoline. A worker that went through the
+// trampoline anyway, or one that was ready before it died, proves nothing
+// and changes nothing.
+func TestDirectWorkerThatFailsBeforeReadyRevokesTheDeclaration(t *testing.T) {
+	h := newSocketsHarness(t)
+	log := h.warnings()
+	h.run()
+	h.listening(h.one(0, 1), true)
+	proc(h.one(1, 1)).exit(1) // through the trampoline, before ready
+	h.settle()
+	if h.s.directExec != fileA {
+		t.Fatalf("a trampolined worker's failure changed the declaration to %+v", h.s.directExec)
+	}
+	h.advance(h.respawnDelay(1))
+	h.readyGen(1)
+	wantForgetLines(t, log, 0)
+
+	// A reload whose direct worker exits before it is ready.
+	result := h.reload()
+	h.wantStarts(2, true)
+	proc(h.one(0, 2)).exit(1)
+	h.settle()
+	if err := <-result; err == nil {
+		t.Fatal("the reload went on after a new worker exited")
+	}
+	if h.s.directExec != (programFile{}) {
+		t.Fatalf("after a direct worker exited before ready the supervisor still vouches for %+v", h.s.directExec)
+	}
+	wantForgetLines(t, log, 1)
+	h.wantStarts(h.reloadSaying(true), false) // and these declare again
+	h.wantStarts(h.reloadSaying(false), true)
+
+	// A direct respawn that misses ReadyTimeout; it is killed, which is
+	// no second news.
+	proc(h.active(1)).exit(1)
+	h.settle()
+	h.advance(h.respawnDelay(1))
+	hung := h.one(1, h.s.gen)
+	if !proc(hung).direct || hung.state != WorkerStarting {
+		t.Fatalf("the respawn: direct %v, state %v; want a direct start that is starting", proc(hung).direct, hung.state)
+	}
+	h.advance(h.s.opts.ReadyTimeout)
+	if !proc(hung).killed || h.s.directExec != (programFile{}) {
+		t.Fatalf("after ReadyTimeout: killed %v, the supervisor vouches for %+v; want killed and nothing", proc(hung).killed, h.s.directExec)
+	}
+	wantForgetLines(t, log, 2)
+	if h.s.respawns[1] != nil { // else it was due at once
+		h.advance(h.respawnDelay(1))
+	}
+	if p := proc(h.one(1, h.s.gen)); p.direct {
+		t.Fatal("the replacement of a direct worker that missed ReadyTimeout was started directly")
+	}
+	wantForgetLines(t, log, 2)
+
+	// A reload's direct worker that misses ReadyTimeout is drained with
+	// its aborted reload, an exit the master expects: the timeout alone
+	// tells.
+	h.readyGen(h.s.gen)
+	h.reloadSaying(true)
+	result = h.reload()
+	h.wantStarts(h.s.lastGen, true)
+	h.ready(h.one(0, h.s.lastGen))
+	h.advance(h.s.opts.ReadyTimeout)
+	if err := <-result; err == nil || h.s.directExec != (programFile{}) {
+		t.Fatalf("a reload whose direct worker missed ReadyTimeout: %v, the supervisor vouches for %+v", err, h.s.directExec)
+	}
+	wantForgetLines(t, log, 3)
 }

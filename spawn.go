@@ -160,7 +160,8 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, hooks workerHooks)
 		// is executed directly, while it is the file they were started
 		// from; any other needs the trampoline to set LISTEN_PID to its pid.
 		p.file = statProgram(o.program, o.opts.Dir)
-		if !spec.direct.same(p.file) {
+		p.direct = spec.direct.same(p.file)
+		if !p.direct {
 			if execStatus, execStatusW, err = os.Pipe(); err != nil {
 				return nil, nil, err
 			}

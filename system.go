@@ -73,6 +73,10 @@ type process interface {
 	// programFile is the program file as it was when the worker was
 	// started with passed sockets; the zero programFile when unknown.
 	programFile() programFile
+	// startedDirectly reports whether it was executed without the exec
+	// trampoline, so without LISTEN_PID, on the strength of a declaration
+	// (workerSpec.direct).
+	startedDirectly() bool
 }
 
 // programFile identifies the worker program's file (the executable the
