@@ -143,9 +143,11 @@ type Options struct {
 	// the master's own binary that then executes the program. Once a worker
 	// says that it needs no LISTEN_PID (package
 	// [github.com/recluster-go/recluster/worker] does), the next workers of
-	// the same program file are executed directly, without LISTEN_PID; a
-	// deploy that replaces the file goes back to the first way until a
-	// worker of the new file says so too (docs/protocol.md, section 3.1).
+	// the same program file (and the same files its Args name, the script
+	// of an interpreter) are executed directly, without LISTEN_PID; a
+	// deploy that replaces one of them, or such a worker that fails before
+	// it is ready, goes back to the first way until a worker of the new
+	// files says so too (docs/protocol.md, section 3.1).
 	Sockets []Socket
 	// ReusePort gives each slot a TCP socket of its own, bound with
 	// SO_REUSEPORT to the same address and inherited by every generation

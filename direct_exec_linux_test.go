@@ -14,24 +14,8 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster"
+	"github.com/recluster-go/recluster/internal/testbin"
 )
-
-// environOf returns the environment pid was executed with, from /proc: the
-// worker package takes LISTEN_* out of its own copy, not out of this.
-func environOf(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{}
-	for _, kv := range strings.Split(string(raw), "\x00") {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
-	}
-	return env
-}
 
 // deployCopy puts a copy of the file src at dst, as a deploy does: a new
 // file (a new inode) renamed into place.
@@ -111,18 +95,7 @@ func TestWorkersThatNeedNoListenPIDSkipTheTrampoline(t *testing.T) {
 	// alone once the one before it has gone, answers on the shared socket.
 	check := func(gen, pid int, trampolined bool) {
 		t.Helper()
-		env := environOf(t, pid)
-		if got, has := env["LISTEN_PID"]; has != trampolined || (has && got != strconv.Itoa(pid)) {
-			t.Fatalf("generation %d (pid %d): LISTEN_PID=%q (set: %v), want set to its pid: %v", gen, pid, got, has, trampolined)
-		}
-		if env["LISTEN_FDS"] != "1" || env["LISTEN_FDNAMES"] != "http" {
-			t.Fatalf("generation %d: LISTEN_FDS=%q LISTEN_FDNAMES=%q", gen, env["LISTEN_FDS"], env["LISTEN_FDNAMES"])
-		}
-		for k := range env {
-			if strings.HasPrefix(k, "RECLUSTER_TRAMPOLINE") {
-				t.Fatalf("generation %d: the worker was executed with %s", gen, k)
-			}
-		}
+		testbin.WantPassedSocketExec(t, gen, pid, "http", trampolined)
 		if gen > 1 {
 			rec.waitN(t, 1, 20*time.Second, func(e recluster.Event) bool {
 				return e.Kind == recluster.EventExited && e.Generation == gen-1

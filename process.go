@@ -70,8 +70,10 @@ type workerProcess struct {
 	// and the output pipes have been read to their ends.
 	paused      chan struct{}
 	drainedDone chan struct{}
-	// file is the program file it was started from (system.programFile).
-	file programFile
+	// file is the program file it was started from (system.programFile);
+	// direct, whether it was executed without the exec trampoline.
+	file   programFile
+	direct bool
 }
 
 // newOutbox gives p its outbox. The queue grows with what is in it and
@@ -257,3 +259,5 @@ func (p *workerProcess) readToEnd(paused <-chan struct{}) {
 func (p *workerProcess) drained() <-chan struct{} { return p.drainedDone }
 
 func (p *workerProcess) programFile() programFile { return p.file }
+
+func (p *workerProcess) startedDirectly() bool { return p.direct }

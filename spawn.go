@@ -157,10 +157,12 @@ func (o *osSystem) startNow(spec workerSpec, passedFDs []int, hooks workerHooks)
 			"LISTEN_FDS="+strconv.Itoa(len(names)),
 			"LISTEN_FDNAMES="+strings.Join(names, ":"))
 		// A program whose workers take passed sockets without LISTEN_PID
-		// is executed directly, while it is the file they were started
-		// from; any other needs the trampoline to set LISTEN_PID to its pid.
-		p.file = statProgram(o.program, o.opts.Dir)
-		if !spec.direct.same(p.file) {
+		// is executed directly, while it and the files its arguments name
+		// (an interpreter's script) are those they were started from; any
+		// other needs the trampoline to set LISTEN_PID to its pid.
+		p.file = statProgram(o.program, o.opts.Args, o.opts.Dir)
+		p.direct = spec.direct.same(p.file)
+		if !p.direct {
 			if execStatus, execStatusW, err = os.Pipe(); err != nil {
 				return nil, nil, err
 			}

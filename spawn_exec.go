@@ -100,19 +100,48 @@ func programPath(program, dir string) string {
 	return program
 }
 
-// statProgram returns the identity of the file that program (started in
-// dir) is now, or the zero programFile when it cannot be read. It follows
-// symbolic links, as the exec does: a deploy that flips a link to another
-// release changes it.
-func statProgram(program, dir string) programFile {
-	var st unix.Stat_t
-	if err := unix.Stat(programPath(program, dir), &st); err != nil {
+// statProgram returns the identity of what a worker of program with args,
+// started in dir, runs now (programFile), or the zero programFile when the
+// program cannot be read. It follows symbolic links, as the exec does: a
+// deploy that flips a link to another release changes it. It costs a stat
+// per argument: an argument that names no file fails at once.
+func statProgram(program string, args []string, dir string) programFile {
+	id, ok := statRegular(programPath(program, dir))
+	if !ok {
 		return programFile{}
 	}
-	return programFile{
+	return programFile{fileID: id, args: argFiles(args, dir)}
+}
+
+// argFiles encodes, for each of args that names an existing regular file
+// (relative to dir when relative, as the worker resolves it), its place
+// and its identity. An argument that is a directory or a module name
+// (python3 -m pkg) is left out: the declaration's backstop covers the code
+// behind it (forgetListenPIDOptional in supervisor.go).
+func argFiles(args []string, dir string) string {
+	var b strings.Builder
+	for i, arg := range args {
+		if arg == "" {
+			continue
+		}
+		if id, ok := statRegular(programPath(arg, dir)); ok {
+			fmt.Fprintf(&b, "%d:%d:%d:%d:%d:%d;", i, id.dev, id.ino, id.size, id.mtimeNano, id.ctimeNano)
+		}
+	}
+	return b.String()
+}
+
+// statRegular returns the identity of the file at path when it is a
+// regular file, following symbolic links.
+func statRegular(path string) (fileID, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fileID{}, false
+	}
+	return fileID{
 		dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
 		mtimeNano: st.Mtim.Nano(), ctimeNano: st.Ctim.Nano(),
-	}
+	}, true
 }
 
 func isDir(path string) bool {

@@ -76,6 +76,11 @@ type upgradeState struct {
 	// Output is the output relay's state, when the master relays the
 	// workers' output; their pipes are in Workers.
 	Output *stateRelay `json:"output,omitempty"`
+	// DirectExec is the program file whose workers said they need no
+	// LISTEN_PID (supervisor.directExec), so that the new master goes on
+	// starting them without the exec trampoline. An older binary ignores
+	// the field and only falls back to the trampoline.
+	DirectExec *stateFile `json:"direct_exec,omitempty"`
 
 	// Files and Data belong to the program that embeds the cluster
 	// (UpgradeOptions).
@@ -132,6 +137,38 @@ type stateWorker struct {
 	// Outputs are the pipes of its stdout and stderr that the master
 	// relays.
 	Outputs []stateOutput `json:"outputs,omitempty"`
+	// File is the program file it was started from, and Direct whether
+	// it was started without the exec trampoline: a declaration it makes
+	// after the upgrade, and its failure before it is ready, count as
+	// they would have in the old master.
+	File   *stateFile `json:"program_file,omitempty"`
+	Direct bool       `json:"direct,omitempty"`
+}
+
+// stateFile is a programFile (system.go) in the state.
+type stateFile struct {
+	Dev       uint64 `json:"dev"`
+	Ino       uint64 `json:"ino"`
+	Size      int64  `json:"size"`
+	MtimeNano int64  `json:"mtime_ns"`
+	CtimeNano int64  `json:"ctime_ns"`
+	Args      string `json:"args,omitempty"`
+}
+
+// stateFileOf returns f for the state; nil when it is unknown.
+func stateFileOf(f programFile) *stateFile {
+	if f == (programFile{}) {
+		return nil
+	}
+	return &stateFile{Dev: f.dev, Ino: f.ino, Size: f.size, MtimeNano: f.mtimeNano, CtimeNano: f.ctimeNano, Args: f.args}
+}
+
+// programFile returns the file f stands for; the unknown one for nil.
+func (f *stateFile) programFile() programFile {
+	if f == nil {
+		return programFile{}
+	}
+	return programFile{fileID: fileID{dev: f.Dev, ino: f.Ino, size: f.Size, mtimeNano: f.MtimeNano, ctimeNano: f.CtimeNano}, args: f.Args}
 }
 
 // stateOutput is the master's end of a worker's output pipe; Held is the

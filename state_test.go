@@ -22,11 +22,26 @@ func sampleState() *upgradeState {
 		Passed:   []string{"tcp 127.0.0.1:0 -1"},
 		Bound:    map[string]string{"tcp :0": "[::]:4000"},
 		Workers: []stateWorker{
-			{Slot: 0, PID: 100, Gen: 4, State: WorkerActive, Age: time.Minute, ReadyAgo: &ready, Channel: 9, Pending: []byte(`{"cmd":"sta`), Notify: 10, NotifyPath: "/tmp/x/notify-1.sock"},
+			{Slot: 0, PID: 100, Gen: 4, State: WorkerActive, Age: time.Minute, ReadyAgo: &ready, Channel: 9, Pending: []byte(`{"cmd":"sta`), Notify: 10, NotifyPath: "/tmp/x/notify-1.sock",
+				File: stateFileOf(sampleFile), Direct: true},
 			{Slot: 1, PID: 101, Gen: 3, State: WorkerDraining, KillIn: &ready, Channel: 11, Notify: -1},
 		},
-		Files: map[string]int{"control": 3},
-		Data:  map[string]string{"k": "v"},
+		Files:      map[string]int{"control": 3},
+		Data:       map[string]string{"k": "v"},
+		DirectExec: stateFileOf(sampleFile),
+	}
+}
+
+var sampleFile = programFile{fileID: fileID{dev: 8, ino: 100, size: 4 << 20, mtimeNano: 1, ctimeNano: 2}, args: "0:8:200:10:1:1;"}
+
+// The declaration a master carries over to its upgrade is the file it
+// vouched for, and an unknown one stays unknown.
+func TestStateFileRoundTrip(t *testing.T) {
+	if got := stateFileOf(sampleFile).programFile(); got != sampleFile {
+		t.Fatalf("round trip of %+v gave %+v", sampleFile, got)
+	}
+	if f := stateFileOf(programFile{}); f != nil || f.programFile() != (programFile{}) {
+		t.Fatalf("the unknown file went into the state as %+v", f)
 	}
 }
 

@@ -378,6 +378,24 @@ func (s *supervisor) noteListenPIDOptional(w *Worker, m proto.Message) {
 	s.log.Debug("recluster: the program takes passed sockets without LISTEN_PID; its next workers start without the exec trampoline", "worker", w.slot, "pid", w.pid)
 }
 
+// forgetListenPIDOptional drops the declaration that w's program file
+// takes passed sockets without LISTEN_PID when w, executed without it on
+// the strength of that declaration, failed (how says how) before it was
+// ready: the file's identity cannot see everything that decides what a
+// worker does with its sockets (the code an interpreter loads from
+// elsewhere, a module it is told to run), and a worker that needed
+// LISTEN_PID after all looks exactly like this. Its successors go through
+// the trampoline until one of them declares again. A declaration made
+// since for another file stands: it is not the one this worker relied on.
+func (s *supervisor) forgetListenPIDOptional(w *Worker, how string) {
+	if w.proc == nil || !w.readyAt.IsZero() || !w.proc.startedDirectly() || !s.directExec.same(w.proc.programFile()) {
+		return
+	}
+	s.directExec = programFile{}
+	s.log.Warn("recluster: a worker started without LISTEN_PID failed before it was ready; the next workers of its program go through the exec trampoline, which sets LISTEN_PID, until one says again that it needs none",
+		"worker", w.slot, "pid", w.pid, "generation", w.gen, "failure", how)
+}
+
 func (s *supervisor) onNotify(w *Worker, fields map[string]string) {
 	if !s.alive(w) {
 		return
@@ -463,6 +481,7 @@ func (s *supervisor) readyTimedOut(w *Worker) {
 		return
 	}
 	cause := fmt.Sprintf("was not ready within %v (ReadyWhen=%s)", s.opts.ReadyTimeout, s.opts.ReadyWhen)
+	s.forgetListenPIDOptional(w, cause)
 	if s.reload != nil && w.gen == s.reload.gen {
 		s.abortReload(fmt.Errorf("recluster: reload aborted: slot %d (pid %d) %s", w.slot, w.pid, cause), ReloadAborted)
 		return
@@ -618,6 +637,7 @@ func (s *supervisor) exited(w *Worker, st exitStatus) {
 	}
 	if !expected {
 		s.diedBeforeReady(w)
+		s.forgetListenPIDOptional(w, st.String())
 	}
 	if s.reload != nil && w.gen == s.reload.gen && !expected {
 		when := "before it was ready"

@@ -125,6 +125,8 @@ func (p *fakeProc) pid() int { return p.id }
 
 func (p *fakeProc) programFile() programFile { return p.file }
 
+func (p *fakeProc) startedDirectly() bool { return p.direct }
+
 func (p *fakeProc) send(m proto.Message, fd int) {
 	p.sent = append(p.sent, m)
 	if m.Cmd == proto.CmdDisconnect && !p.sys.stubborn {

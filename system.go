@@ -73,13 +73,29 @@ type process interface {
 	// programFile is the program file as it was when the worker was
 	// started with passed sockets; the zero programFile when unknown.
 	programFile() programFile
+	// startedDirectly reports whether it was executed without the exec
+	// trampoline, so without LISTEN_PID, on the strength of a declaration
+	// (workerSpec.direct).
+	startedDirectly() bool
 }
 
-// programFile identifies the worker program's file (the executable the
-// path resolves to) as a stat of it found it: a deploy that replaces the
-// file (a new inode) or rewrites it in place (a new mtime, ctime or size)
-// changes it. The zero programFile is unknown and matches nothing.
+// programFile identifies what a worker runs, as stats of it found at its
+// start: the program's file (the executable the path resolves to) and each
+// argument that names an existing regular file, which is the code itself
+// when the program is an interpreter (node server.js, python3 server.py).
+// A deploy that replaces one of them (a new inode) or rewrites it in place
+// (a new mtime, ctime or size) changes it. The zero programFile is unknown
+// and matches nothing. It is a value that == compares, so that the
+// supervisor only compares.
 type programFile struct {
+	fileID
+	// args identifies the argument files: for each, its place in the
+	// arguments and its fileID (argFiles in spawn_exec.go builds it).
+	args string
+}
+
+// fileID is one file as a stat found it.
+type fileID struct {
 	dev, ino             uint64
 	size                 int64
 	mtimeNano, ctimeNano int64

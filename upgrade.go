@@ -393,6 +393,7 @@ func (s *supervisor) snapshot(op *upgradeOp, sys *osSystem) (*upgradeState, erro
 		AcceptFallbackLogged: s.acceptFallbackLogged,
 		RuntimeDir:           sys.runtimeDir, NotifySeq: sys.notifySeq.Load(),
 		Files: map[string]int{}, Data: op.opts.Data,
+		DirectExec: stateFileOf(s.directExec),
 	}
 	if !s.pacer.lastCrash.IsZero() {
 		ago := now.Sub(s.pacer.lastCrash)
@@ -437,6 +438,7 @@ func (s *supervisor) snapshot(op *upgradeOp, sys *osSystem) (*upgradeState, erro
 			Retiring: w.retiring, RetireAsked: w.retireAsked, Killed: w.killed, Listening: w.listening,
 			MaxAge: w.maxAge, Status: w.status,
 			Channel: channel, Notify: notify,
+			File: stateFileOf(p.file), Direct: p.direct,
 		}
 		sw.Pending, sw.PendingFDs = p.conn.Buffered()
 		if sw.Outputs, err = p.outputState(); err != nil {
@@ -519,6 +521,7 @@ func (s *supervisor) adopt(st *upgradeState, result chan error) {
 		s.pacer.lastCrash = now.Add(-*ago - elapsed)
 	}
 	s.acceptFallbackLogged = st.AcceptFallbackLogged
+	s.directExec = st.DirectExec.programFile()
 	s.upgraded = upgradeRecord{count: st.Upgrades, at: now}
 	s.tracks.window = st.Windows
 	s.handoff.results, s.handoff.fallbacks = st.Handoffs, st.HandoffFallbacks

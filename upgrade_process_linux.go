@@ -152,7 +152,7 @@ func adoptProcess(w stateWorker, hooks workerHooks) (*workerProcess, error) {
 	}
 	conn.WriteTimeout = time.Second
 	conn.Unread(w.Pending, w.PendingFDs)
-	p := &workerProcess{id: w.PID, conn: conn, handoffWritten: hooks.handoffWritten}
+	p := &workerProcess{id: w.PID, conn: conn, handoffWritten: hooks.handoffWritten, file: w.File.programFile(), direct: w.Direct}
 	p.outbox = newOutbox(p)
 	if w.Notify >= 0 {
 		f := os.NewFile(uintptr(w.Notify), w.NotifyPath)

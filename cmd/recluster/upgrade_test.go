@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/recluster-go/recluster/internal/control"
+	"github.com/recluster-go/recluster/internal/testbin"
 )
 
 // upgradedVersion is the version linked into the second build that the
@@ -579,6 +580,63 @@ func TestUpgradeRightAfterReloadsWithHandoff(t *testing.T) {
 		t.Fatalf("after the reloads and upgrades: %d upgrades, generation %d, handoffs %v", st.Upgrades, st.Generation, st.Handoffs)
 	}
 	t.Logf("%d keep-alive requests, none failed; handoffs %v", ok, st.Handoffs)
+	if _, errOut, code := cli(t, nil, "stop", "--control", ctl); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	if code := m.waitExit(20 * time.Second); code != 0 {
+		t.Fatalf("the master exited %d", code)
+	}
+}
+
+// A master upgraded in place goes on starting the workers that said they
+// need no LISTEN_PID without the exec trampoline: the declaration travels
+// in the state. The first worker went through the trampoline; the
+// workers of the reloads before and after the upgrade are executed
+// directly, and serve.
+func TestUpgradeCarriesTheListenPIDDeclaration(t *testing.T) {
+	dir, _, second, _ := upgradeBinaries(t)
+	bin := filepath.Join(dir, "recluster")
+	ctl := filepath.Join(dir, "ctl.sock")
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	m := startProcess(t, ctl, []string{bin, "run", "--control", ctl, "-w", "1", "--listen", "web=" + addr, "--timeout", "2s", "--", helloBin, "--addr", addr}, nil)
+	m.waitControl()
+	// check asserts how the worker of gen was started, and that it serves
+	// alone once the one before it has gone.
+	check := func(gen int, trampolined bool) {
+		t.Helper()
+		var pid int
+		m.waitFor(20*time.Second, "generation "+strconv.Itoa(gen)+" alone", func() bool {
+			st := m.status()
+			if len(st.Workers) != 1 || st.Workers[0].Generation != gen || st.Workers[0].State != "active" {
+				return false
+			}
+			pid = st.Workers[0].PID
+			return true
+		})
+		testbin.WantPassedSocketExec(t, gen, pid, "web", trampolined)
+		if got := get(t, addr, "/"); !strings.Contains(got, "(pid "+strconv.Itoa(pid)+",") {
+			t.Fatalf("generation %d (pid %d) answered %q", gen, pid, got)
+		}
+	}
+	reload := func() {
+		t.Helper()
+		if _, errOut, code := cli(t, nil, "reload", "--control", ctl); code != 0 {
+			t.Fatalf("reload: exit %d: %s", code, errOut)
+		}
+	}
+	check(1, true)
+	reload()
+	check(2, false)
+	deploy(t, second, bin)
+	m.waitFor(30*time.Second, "an upgrade once the reload has ended", func() bool {
+		_, errOut, code := cli(t, nil, "upgrade", "--control", ctl)
+		if code != 0 && !strings.Contains(errOut, "is still followed") {
+			t.Fatalf("upgrade: exit %d: %s", code, errOut)
+		}
+		return code == 0
+	})
+	reload()
+	check(3, false)
 	if _, errOut, code := cli(t, nil, "stop", "--control", ctl); code != 0 {
 		t.Fatalf("stop: exit %d: %s", code, errOut)
 	}

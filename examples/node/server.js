@@ -7,7 +7,12 @@
 //   node server.js [--addr 127.0.0.1:8080]          (alone)
 //
 // Under recluster it takes the socket passed the systemd way (fd 3..,
-// LISTEN_FDS, LISTEN_PID). Node cannot send Unix datagrams, so it says it
+// LISTEN_FDS, LISTEN_PID), and says in its listening message that it needs
+// no LISTEN_PID ("listen_pid":"optional"): its channel already proves the
+// socket is its own, so the master starts its next workers directly, without
+// the exec trampoline that sets LISTEN_PID, and it then takes the socket
+// with LISTEN_PID unset. Alone (no channel) it keeps the systemd rule:
+// LISTEN_PID must be its pid. Node cannot send Unix datagrams, so it says it
 // is ready with {"cmd":"ready"} on the channel (RECLUSTER_CHANNEL_FD)
 // rather than READY=1 over NOTIFY_SOCKET. Node cannot receive descriptors
 // on a socket either, so it does not ask the master for sockets with the
@@ -73,9 +78,13 @@ function parseArgs() {
 }
 
 // inheritedFD returns the fd of the socket passed the systemd way (the one
-// named "http" in LISTEN_FDNAMES, else the first), or -1.
+// named "http" in LISTEN_FDNAMES, else the first), or -1. LISTEN_PID of
+// another pid means the sockets are not ours; with a channel to the master,
+// an unset LISTEN_PID is how the master starts a worker that said it needs
+// none (docs/protocol.md, section 3.1).
 function inheritedFD() {
-  if (process.env.LISTEN_PID !== PID) return -1;
+  const listenPID = process.env.LISTEN_PID;
+  if (listenPID !== PID && !(channel && listenPID === undefined)) return -1;
   const n = parseInt(process.env.LISTEN_FDS || '0', 10);
   if (!(n > 0)) return -1;
   const names = (process.env.LISTEN_FDNAMES || '').split(':');
@@ -215,7 +224,12 @@ function main() {
   }
   const onListening = () => {
     const a = server.address();
-    log(`serving on ${a && a.address}:${a && a.port}`);
+    const address = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+    log(`serving on ${address}`);
+    if (fd >= 0) {
+      // Before ready, so that the master has heard it once this worker counts.
+      send({ cmd: 'listening', network: 'tcp', address, listen_pid: 'optional' });
+    }
     send({ cmd: 'ready' });
   };
   if (fd >= 0) {

@@ -48,12 +48,12 @@ type program struct {
 func python(t *testing.T) program {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 is not installed; skipping the Python example")
+		skipOutsideCI(t, "python3 is not installed")
 	}
 	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
 	exe := strings.TrimSpace(string(out))
 	if err != nil || !filepath.IsAbs(exe) {
-		t.Skipf("python3 does not run here (%v); skipping the Python example", err)
+		skipOutsideCI(t, fmt.Sprintf("python3 does not run here (%v)", err))
 	}
 	return program{exe, example(t, "python", "server.py")}
 }
@@ -62,7 +62,7 @@ func node(t *testing.T) program {
 	t.Helper()
 	exe, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node is not installed; skipping the Node example")
+		skipOutsideCI(t, "node is not installed")
 	}
 	exe, err = filepath.Abs(exe)
 	if err != nil {

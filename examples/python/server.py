@@ -6,7 +6,12 @@ It finds its listening socket in one of three ways, in this order:
 
   1. a socket passed the systemd way (LISTEN_FDS, LISTEN_PID, fds from 3),
      as `recluster run --listen http=127.0.0.1:8080 --ready-when ready --
-     python3 server.py` does;
+     python3 server.py` does. Under a master it says in its listening
+     message that it needs no LISTEN_PID ("listen_pid":"optional"), since
+     its channel proves the socket is its own: the master then starts its
+     next workers without the exec trampoline that sets LISTEN_PID, and it
+     takes the socket with LISTEN_PID unset. Alone it keeps the systemd
+     rule (LISTEN_PID must be its pid);
   2. a socket asked of the master over the channel (RECLUSTER_CHANNEL_FD),
      as a worker of a Go program that uses the recluster library without
      Options.Sockets gets it;
@@ -174,10 +179,14 @@ def sd_notify(line):
 
 # ---------------------------------------------------------------- sockets
 
-def inherited_socket():
+def inherited_socket(under_master):
     """Returns the socket passed the systemd way, or None. It prefers the
-    one named "http" in LISTEN_FDNAMES, else takes the first."""
-    if os.environ.get("LISTEN_PID") != PID:
+    one named "http" in LISTEN_FDNAMES, else takes the first. LISTEN_PID of
+    another pid means the sockets are not ours; under a master (a channel),
+    an unset LISTEN_PID is how it starts a worker that said it needs none
+    (docs/protocol.md, section 3.1)."""
+    listen_pid = os.environ.get("LISTEN_PID")
+    if listen_pid != PID and not (under_master and listen_pid is None):
         return None
     n = int(os.environ.get("LISTEN_FDS", "0") or "0")
     if n <= 0:
@@ -359,7 +368,8 @@ def main():
             request_stop("the master sent disconnect")
         # Every other command is ignored, as the protocol asks.
 
-    sock = inherited_socket()
+    sock = inherited_socket(channel is not None)
+    inherited = sock is not None
     address = None
     if sock is None and channel is not None:
         host, _, port = args.addr.rpartition(":")
@@ -401,6 +411,13 @@ def main():
                     return
         threading.Thread(target=beat, name="heartbeat", daemon=True).start()
 
+    if inherited and channel is not None:
+        # Before ready, so that the master has heard it once this worker
+        # counts (READY=1 over NOTIFY_SOCKET travels apart, and may overtake it).
+        host, port = sock.getsockname()[:2]
+        channel.send({"cmd": "listening", "network": "tcp",
+                      "address": ("[%s]:%d" if ":" in host else "%s:%d") % (host, port),
+                      "listen_pid": "optional"})
     if notify:
         sd_notify("READY=1\nSTATUS=serving")
     elif channel is not None:
