@@ -1,10 +1,12 @@
 package recluster
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,11 +38,14 @@ const maxWaitFDs = 1 << 16
 // if it does not accept. It returns an *undetectable error when /proc does
 // not let the master see this, and errProcessGone when pid has exited.
 func acceptingOn(pid int, inodes map[uint64]bool, tree *procTree, now time.Time) (bool, error) {
-	if ok, err := processAccepting(pid, inodes); ok || err != nil {
+	r := tree.reader()
+	if ok, err := processAccepting(r, pid, inodes); ok || err != nil {
 		return ok, err
 	}
-	for _, p := range tree.descendants(pid, now) {
-		ok, err := processAccepting(p, inodes)
+	// The tree is copied: looking into each process reuses the reader.
+	kids := slices.Clone(tree.descendants(pid, now))
+	for _, p := range kids {
+		ok, err := processAccepting(r, p, inodes)
 		if errors.Is(err, errProcessGone) {
 			continue // a child that exited meanwhile
 		}
@@ -51,33 +56,34 @@ func acceptingOn(pid int, inodes map[uint64]bool, tree *procTree, now time.Time)
 	return false, nil
 }
 
-func processAccepting(pid int, inodes map[uint64]bool) (bool, error) {
-	dir := "/proc/" + strconv.Itoa(pid)
-	ents, err := os.ReadDir(dir + "/fd")
-	if err != nil {
+// processAccepting looks into one process. It runs for every starting
+// worker that does not say it listens, up to every acceptPollMax, so it
+// reads /proc through r's buffers.
+func processAccepting(r *procFS, pid int, inodes map[uint64]bool) (bool, error) {
+	r.fds = r.fds[:0]
+	if err := r.numericEntries(r.procPath(pid, 0, "/fd"), func(fd int) { r.fds = append(r.fds, fd) }); err != nil {
 		return false, procError(err)
 	}
 	fds := map[int]bool{} // the process's descriptors for one of the sockets
-	var epolls []string
-	for _, e := range ents {
-		link, err := os.Readlink(dir + "/fd/" + e.Name())
+	var epolls []int
+	for _, fd := range r.fds {
+		link, err := r.readLink(r.fdPath(pid, "fd", fd))
 		if err != nil {
 			continue // closed meanwhile
 		}
-		if ino, ok := strings.CutPrefix(link, "socket:["); ok {
-			n, err := strconv.ParseUint(strings.TrimSuffix(ino, "]"), 10, 64)
-			if fd, err2 := strconv.Atoi(e.Name()); err == nil && err2 == nil && inodes[n] {
+		if ino, ok := bytes.CutPrefix(link, []byte("socket:[")); ok {
+			if n, ok := parseDecimal(ino); ok && inodes[uint64(n)] {
 				fds[fd] = true
 			}
-		} else if link == "anon_inode:[eventpoll]" {
-			epolls = append(epolls, e.Name())
+		} else if string(link) == "anon_inode:[eventpoll]" {
+			epolls = append(epolls, fd)
 		}
 	}
 	if len(fds) == 0 {
 		return false, nil // it does not hold the sockets (any more)
 	}
 	for _, fd := range epolls {
-		b, err := os.ReadFile(dir + "/fdinfo/" + fd)
+		b, err := r.readFile(r.fdPath(pid, "fdinfo", fd))
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
 				return false, procError(err)
@@ -88,7 +94,7 @@ func processAccepting(pid int, inodes map[uint64]bool) (bool, error) {
 			return true, nil
 		}
 	}
-	return blockedOn(dir, fds)
+	return blockedOn(r, pid, fds)
 }
 
 // epollWatches parses an eventpoll's fdinfo: one "tfd: N events: E data: D
@@ -123,11 +129,11 @@ func epollWatches(fdinfo string, fds map[int]bool, inodes map[uint64]bool) bool 
 	return false
 }
 
-// blockedOn reports whether a thread of the process under dir is blocked
-// in a system call that waits for a connection on one of fds.
-func blockedOn(dir string, fds map[int]bool) (bool, error) {
-	tasks, err := os.ReadDir(dir + "/task")
-	if err != nil {
+// blockedOn reports whether a thread of the process is blocked in a
+// system call that waits for a connection on one of fds.
+func blockedOn(r *procFS, pid int, fds map[int]bool) (bool, error) {
+	r.tids = r.tids[:0]
+	if err := r.numericEntries(r.procPath(pid, 0, "/task"), func(tid int) { r.tids = append(r.tids, tid) }); err != nil {
 		return false, procError(err)
 	}
 	var mem *os.File
@@ -136,8 +142,8 @@ func blockedOn(dir string, fds map[int]bool) (bool, error) {
 			mem.Close()
 		}
 	}()
-	for _, t := range tasks {
-		b, err := os.ReadFile(dir + "/task/" + t.Name() + "/syscall")
+	for _, tid := range r.tids {
+		b, err := r.readFile(r.procPath(pid, tid, "/syscall"))
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
 				return false, procError(err)
@@ -159,7 +165,7 @@ func blockedOn(dir string, fds map[int]bool) (bool, error) {
 			continue
 		}
 		if mem == nil {
-			if mem, err = os.Open(dir + "/mem"); err != nil {
+			if mem, err = os.Open(r.procPath(pid, 0, "/mem")); err != nil {
 				mem = nil
 				return false, procError(err)
 			}

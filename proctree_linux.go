@@ -21,10 +21,12 @@ import (
 // serves one goroutine.
 type procFS struct {
 	file  []byte // the contents of the last file read
+	link  []byte // the target of the last link read
 	dents []byte // directory entries, getdents64's format
 	path  []byte
 	pids  []int // the last tree returned
 	tids  []int
+	fds   []int
 	table procTable
 	// withTable is set when the kernel lacks the children files; the
 	// parents of every process are then read once, into table.
@@ -32,7 +34,7 @@ type procFS struct {
 }
 
 func newProcFS() *procFS {
-	r := &procFS{file: make([]byte, 0, 1024), dents: make([]byte, 8192), path: make([]byte, 0, 64)}
+	r := &procFS{file: make([]byte, 0, 1024), link: make([]byte, 0, 128), dents: make([]byte, 8192), path: make([]byte, 0, 64)}
 	if !haveChildrenFiles() {
 		r.withTable = true
 		r.table = r.readProcTable()
@@ -45,8 +47,8 @@ var haveChildrenFiles = sync.OnceValue(func() bool {
 	return unix.Stat("/proc/thread-self/children", &st) == nil
 })
 
-// procPath is /proc/PID followed by rest, or /proc/PID/task/TID/children
-// when tid is not 0.
+// procPath is /proc/PID, or /proc/PID/task/TID when tid is not 0,
+// followed by rest.
 func (r *procFS) procPath(pid, tid int, rest string) string {
 	r.path = append(r.path[:0], "/proc/"...)
 	r.path = strconv.AppendInt(r.path, int64(pid), 10)
@@ -58,12 +60,22 @@ func (r *procFS) procPath(pid, tid int, rest string) string {
 	return string(r.path)
 }
 
+// fdPath is /proc/PID/DIR/FD: a descriptor's link (fd) or its
+// description (fdinfo).
+func (r *procFS) fdPath(pid int, dir string, fd int) string {
+	r.path = append(r.path[:0], "/proc/"...)
+	r.path = strconv.AppendInt(r.path, int64(pid), 10)
+	r.path = append(append(append(r.path, '/'), dir...), '/')
+	r.path = strconv.AppendInt(r.path, int64(fd), 10)
+	return string(r.path)
+}
+
 // readFile reads a whole /proc file into r.file, which it returns; the
 // bytes are valid until the next read.
-func (r *procFS) readFile(path string) ([]byte, bool) {
+func (r *procFS) readFile(path string) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, false
+		return nil, err
 	}
 	defer unix.Close(fd)
 	r.file = r.file[:0]
@@ -76,21 +88,36 @@ func (r *procFS) readFile(path string) ([]byte, bool) {
 			continue
 		}
 		if err != nil {
-			return nil, false
+			return nil, err
 		}
 		if n == 0 {
-			return r.file, true
+			return r.file, nil
 		}
 		r.file = r.file[:len(r.file)+n]
 	}
 }
 
+// readLink reads a symbolic link of /proc (a descriptor's target) into a
+// buffer of r's; the bytes are valid until the next readLink.
+func (r *procFS) readLink(path string) ([]byte, error) {
+	for {
+		n, err := unix.Readlink(path, r.link[:cap(r.link)])
+		if err != nil {
+			return nil, err
+		}
+		if n < cap(r.link) {
+			return r.link[:n], nil
+		}
+		r.link = make([]byte, 2*cap(r.link))
+	}
+}
+
 // numericEntries calls f with each entry of a directory whose name is a
 // number (the processes of /proc, the threads of /proc/PID/task).
-func (r *procFS) numericEntries(dir string, f func(int)) bool {
+func (r *procFS) numericEntries(dir string, f func(int)) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false
+		return err
 	}
 	defer unix.Close(fd)
 	for {
@@ -99,10 +126,10 @@ func (r *procFS) numericEntries(dir string, f func(int)) bool {
 			continue
 		}
 		if err != nil {
-			return false
+			return err
 		}
 		if n == 0 {
-			return true
+			return nil
 		}
 		// struct linux_dirent64: ino (8), off (8), reclen (2), type (1),
 		// then the name, NUL-terminated.
@@ -149,8 +176,8 @@ func (r *procFS) tree(pid int) []int {
 		r.tids = r.tids[:0]
 		r.numericEntries(r.procPath(parent, 0, "/task"), func(tid int) { r.tids = append(r.tids, tid) })
 		for _, tid := range r.tids {
-			b, ok := r.readFile(r.procPath(parent, tid, "/children"))
-			if !ok {
+			b, err := r.readFile(r.procPath(parent, tid, "/children"))
+			if err != nil {
 				continue
 			}
 			for len(b) > 0 {
@@ -196,8 +223,8 @@ type procStat struct {
 // state is field 3 of proc(5), the parent 4, the CPU times 14 to 17, the
 // resident pages 24.
 func (r *procFS) stat(pid int) (procStat, bool) {
-	b, ok := r.readFile(r.procPath(pid, 0, "/stat"))
-	if !ok {
+	b, err := r.readFile(r.procPath(pid, 0, "/stat"))
+	if err != nil {
 		return procStat{}, false
 	}
 	end := bytes.LastIndexByte(b, ')')
@@ -239,6 +266,14 @@ func (r *procFS) stat(pid int) (procStat, bool) {
 type procTree struct {
 	r     *procFS
 	taken time.Time
+}
+
+// reader returns the reader of the watcher's goroutine.
+func (t *procTree) reader() *procFS {
+	if t.r == nil {
+		t.r, t.taken = newProcFS(), time.Time{}
+	}
+	return t.r
 }
 
 // descendants returns the processes descended from pid, reading the trees
