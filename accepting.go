@@ -43,7 +43,7 @@ func (s *supervisor) awaitAccepting(w *Worker, sockets []*ownedSocket) {
 	stop := make(chan struct{})
 	w.stopAcceptWatch = func() { close(stop) }
 	now := time.Now()
-	s.accepts.add(&acceptWatch{w: w, pid: w.pid, inodes: inodes, stop: stop,
+	s.accepts.add(&acceptWatch{w: w, pid: w.pid, inodes: inodes, stop: stop, unhandled: w.proc.unhandled,
 		next: now, delay: acceptPollFirst, deadline: now.Add(s.opts.ReadyTimeout)})
 }
 
@@ -68,13 +68,16 @@ type acceptWatcher struct {
 // acceptWatch is one worker being watched; only run touches it once it is
 // added, and the supervisor ends it by closing stop.
 type acceptWatch struct {
-	w        *Worker // handed back to the supervisor, never read here
-	pid      int
-	inodes   map[uint64]bool
-	stop     chan struct{}
-	next     time.Time // when to look again
-	delay    time.Duration
-	deadline time.Time
+	w      *Worker // handed back to the supervisor, never read here
+	pid    int
+	inodes map[uint64]bool
+	stop   chan struct{}
+	// unhandled is its process's (process.unhandled): what the worker
+	// sent before it began to accept must reach the supervisor first.
+	unhandled func() bool
+	next      time.Time // when to look again
+	delay     time.Duration
+	deadline  time.Time
 }
 
 func (a *acceptWatcher) add(aw *acceptWatch) {
@@ -151,6 +154,13 @@ func (a *acceptWatcher) look(aw *acceptWatch, now time.Time, tree *procTree) boo
 	var why *undetectable
 	w := aw.w
 	switch {
+	case ok && aw.unhandled():
+		// The worker package says on the channel, before it accepts,
+		// that it takes handed connections: marked ready first, the
+		// worker could be chosen to succeed a draining one that the
+		// master then tells to hand its connections to nobody.
+		aw.next = now.Add(acceptPollFirst)
+		return false
 	case ok:
 		go a.post(func(s *supervisor) {
 			if s.alive(w) {

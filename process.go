@@ -261,3 +261,7 @@ func (p *workerProcess) drained() <-chan struct{} { return p.drainedDone }
 func (p *workerProcess) programFile() programFile { return p.file }
 
 func (p *workerProcess) startedDirectly() bool { return p.direct }
+
+// unhandled is true until the channel's reader has passed on to the
+// supervisor every message the worker sent so far.
+func (p *workerProcess) unhandled() bool { return p.conn.Unhandled() }

@@ -124,6 +124,7 @@ func (f *fakeSystem) closeFD(fd int) { f.closedFDs = append(f.closedFDs, fd) }
 func (p *fakeProc) pid() int { return p.id }
 
 func (p *fakeProc) programFile() programFile { return p.file }
+func (p *fakeProc) unhandled() bool          { return false }
 
 func (p *fakeProc) startedDirectly() bool { return p.direct }
 

@@ -77,6 +77,9 @@ type process interface {
 	// trampoline, so without LISTEN_PID, on the strength of a declaration
 	// (workerSpec.direct).
 	startedDirectly() bool
+	// unhandled reports whether the worker's channel holds something the
+	// supervisor has not been given yet; it may be called off the loop.
+	unhandled() bool
 }
 
 // programFile identifies what a worker runs, as stats of it found at its

@@ -129,6 +129,12 @@ type Conn struct {
 	// skipping is set while the rest of an overlong line is dropped.
 	skipping bool
 
+	// pendingMu orders fill's receive against Unhandled: a receive that
+	// takes bytes sets unhandled in the same critical section, so that
+	// Unhandled sees either the bytes in the kernel or the flag.
+	pendingMu sync.Mutex
+	unhandled bool // bytes received whose lines the caller has not all handled
+
 	closeAfterRead atomic.Bool  // see CloseAfterReading
 	readIdle       atomic.Int64 // CloseAfterReading's bound, in nanoseconds
 	interrupted    atomic.Bool  // see Interrupt
@@ -237,8 +243,13 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 				return Message{}, -1, err
 			}
 			if c.closeAfterRead.Load() {
-				if errors.Is(c.readErr, os.ErrDeadlineExceeded) && time.Now().UnixNano() < c.closeBy.Load() {
-					c.readErr = nil // an Interrupt's deadline, met just before CloseAfterReading
+				if errors.Is(c.readErr, os.ErrDeadlineExceeded) &&
+					(time.Now().UnixNano() < c.closeBy.Load() || c.inKernel()) {
+					// An Interrupt's deadline, met just before
+					// CloseAfterReading; or a reader that was not scheduled
+					// within the bound while the peer's messages waited:
+					// that is not silence, and they may carry connections.
+					c.readErr = nil
 					continue
 				}
 				c.uc.Close()
@@ -260,15 +271,27 @@ func (c *Conn) Receive() (m Message, fd int, err error) {
 	}
 }
 
+// fill is called once every complete line read so far has been returned:
+// the caller, which calls Receive again only after acting on the last
+// one, has handled them all.
 func (c *Conn) fill() {
 	data := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4*16))
 	if c.closeAfterRead.Load() && !c.interrupted.Load() {
 		by := time.Now().Add(time.Duration(c.readIdle.Load()))
 		c.closeBy.Store(by.UnixNano())
-		c.uc.SetReadDeadline(by)
+		if c.inKernel() {
+			// This read cannot block (only this reader takes the bytes),
+			// and a bound that is over before it runs must not lose them.
+			c.uc.SetReadDeadline(time.Time{})
+		} else {
+			c.uc.SetReadDeadline(by)
+		}
 	}
-	n, oobn, _, _, err := c.uc.ReadMsgUnix(data, oob)
+	c.pendingMu.Lock()
+	c.unhandled = false
+	c.pendingMu.Unlock()
+	n, oobn, err := c.receive(data, oob)
 	n, oobn = max(n, 0), max(oobn, 0) // they are -1 on some errors
 	c.buf = append(c.buf, data[:n]...)
 	if oobn > 0 {
@@ -285,6 +308,61 @@ func (c *Conn) fill() {
 	} else if n == 0 {
 		c.readErr = errors.New("channel closed")
 	}
+}
+
+// receive is ReadMsgUnix, with the receive that takes bytes under
+// pendingMu (see Unhandled). It honours the read deadline as ReadMsgUnix does.
+func (c *Conn) receive(data, oob []byte) (n, oobn int, err error) {
+	rc, err := c.uc.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	var recvErr error
+	err = rc.Read(func(fd uintptr) bool {
+		c.pendingMu.Lock()
+		defer c.pendingMu.Unlock()
+		n, oobn, _, _, recvErr = unix.Recvmsg(int(fd), data, oob, 0)
+		if recvErr == unix.EAGAIN || recvErr == unix.EINTR {
+			return false // wait until readable, or the deadline
+		}
+		if n > 0 {
+			c.unhandled = true
+		}
+		return true
+	})
+	if err == nil {
+		err = recvErr
+	}
+	if err != nil {
+		return n, oobn, &net.OpError{Op: "read", Net: "unix", Addr: c.uc.LocalAddr(), Err: err}
+	}
+	return n, oobn, nil
+}
+
+// Unhandled reports whether the peer sent something that the caller of
+// Receive has not handled yet: bytes still in the kernel, or lines read
+// and not all returned and acted on (the caller acts on a line before it
+// calls Receive again). A message the peer sent before some other sign
+// of its progress (a master that sees a worker accept on a socket it
+// inherited) has been handled when Unhandled says false. It may be
+// called from any goroutine.
+func (c *Conn) Unhandled() bool {
+	c.pendingMu.Lock()
+	defer c.pendingMu.Unlock()
+	return c.unhandled || c.inKernel()
+}
+
+// inKernel reports whether bytes wait in the socket's receive queue.
+func (c *Conn) inKernel() bool {
+	rc, err := c.uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	queued := 0
+	rc.Control(func(fd uintptr) {
+		queued, _ = unix.IoctlGetInt(int(fd), fionread)
+	})
+	return queued > 0
 }
 
 func parseRights(oob []byte) []int {

@@ -254,3 +254,69 @@ func TestCloseAfterReadingBoundsSilenceNotTheWholeRead(t *testing.T) {
 		t.Fatalf("the silent channel was closed after %v, want about %v", waited, bound)
 	}
 }
+
+// A reader that runs only after its silence bound is over (a loaded
+// master) still gets every message the peer sent: bytes waiting in the
+// socket are not silence, and they may carry handed connections.
+func TestCloseAfterReadingKeepsWhatWaitsPastTheBound(t *testing.T) {
+	master, worker := pair(t)
+	f, err := os.CreateTemp(t.TempDir(), "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const handed = 3 // each with a descriptor: one receive apiece
+	for range handed {
+		if err := worker.Send(Message{Cmd: CmdHandoff, Address: "x"}, int(f.Fd())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	master.CloseAfterReading(-time.Second) // over before the first read
+	for i := range handed {
+		m, fd, err := master.Receive()
+		if err != nil || m.Cmd != CmdHandoff || fd < 0 {
+			t.Fatalf("handoff %d of %d lost: %+v fd %d, %v", i+1, handed, m, fd, err)
+		}
+		unix.Close(fd)
+	}
+	if _, _, err := master.Receive(); err == nil {
+		t.Fatal("Receive went on after the channel fell silent")
+	}
+}
+
+// Unhandled stays true from the peer's send until the reader has acted on
+// the message and asks for the next one.
+func TestUnhandledUntilTheReaderAsksForMore(t *testing.T) {
+	master, worker := pair(t)
+	if master.Unhandled() {
+		t.Fatal("Unhandled before anything was sent")
+	}
+	if err := worker.Send(Message{Cmd: CmdListening, Address: "x"}, -1); err != nil {
+		t.Fatal(err)
+	}
+	if !master.Unhandled() {
+		t.Fatal("a message in the socket is not Unhandled")
+	}
+	if m, _, err := master.Receive(); err != nil || m.Cmd != CmdListening {
+		t.Fatalf("got %+v, %v", m, err)
+	}
+	if !master.Unhandled() {
+		t.Fatal("a message returned but not acted on yet is not Unhandled")
+	}
+	next := make(chan error, 1)
+	go func() {
+		_, _, err := master.Receive()
+		next <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for master.Unhandled() {
+		if time.Now().After(deadline) {
+			t.Fatal("still Unhandled while the reader waits for the next message")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	worker.Close()
+	if err := <-next; err == nil {
+		t.Fatal("Receive after the peer closed returned no error")
+	}
+}
