@@ -155,41 +155,43 @@ func takeHandoff(msg proto.Message, fd int) {
 	if fd < 0 {
 		return
 	}
-	handoffListeners.mu.Lock()
-	var l *handoffListener
-	if list := handoffListeners.byKey[handoffKey{msg.Network, msg.Address}]; len(list) > 0 {
-		l = list[0]
-	}
-	handoffListeners.mu.Unlock()
 	f := os.NewFile(uintptr(fd), "handoff")
 	c, err := net.FileConn(f) // a duplicate: closing f sends no FIN
 	f.Close()
 	if err != nil {
 		return
 	}
-	if l == nil {
-		keep(handoffKey{msg.Network, msg.Address}, c)
-		return
-	}
-	l.deliver(c)
-}
-
-// keep holds c until the listener for key is made, and closes it if none
-// is within handoffClaimTimeout. A leaving worker sends it back at once.
-// It runs on the channel's reader, as returnPendingHandoffs does.
-func keep(key handoffKey, c net.Conn) {
+	key := handoffKey{msg.Network, msg.Address}
 	select {
 	case <-disconnected:
-		returnHandoff(key, c)
+		returnHandoff(key, c) // a leaving worker sends it back at once
 		return
 	default:
 	}
+	// Looking for the listener and queueing for it go under one lock:
+	// a listener made in between would take the queue before c is in it,
+	// and c would wait for nobody (handed connections come right after
+	// the listen reply, while Listen is making the listener).
 	handoffListeners.mu.Lock()
+	if list := handoffListeners.byKey[key]; len(list) > 0 {
+		l := list[0]
+		handoffListeners.mu.Unlock()
+		l.deliver(c)
+		return
+	}
+	keep(key, c)
+	handoffListeners.mu.Unlock()
+}
+
+// keep holds c until the listener for key is made, and closes it if none
+// is within handoffClaimTimeout; handoffListeners.mu is held. It runs on
+// the channel's reader, as returnPendingHandoffs does, which sends back
+// what is kept when the worker is told to leave.
+func keep(key handoffKey, c net.Conn) {
 	if handoffListeners.pending == nil {
 		handoffListeners.pending = map[handoffKey][]net.Conn{}
 	}
 	handoffListeners.pending[key] = append(handoffListeners.pending[key], c)
-	handoffListeners.mu.Unlock()
 	time.AfterFunc(handoffClaimTimeout, func() {
 		handoffListeners.mu.Lock()
 		list := handoffListeners.pending[key]
