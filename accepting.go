@@ -160,7 +160,7 @@ func (a *acceptWatcher) look(aw *acceptWatch, now time.Time, tree *procTree) boo
 		// worker could be chosen to succeed a draining one that the
 		// master then tells to hand its connections to nobody.
 		aw.next = now.Add(acceptPollFirst)
-		return false
+		return now.After(aw.deadline) // then its ready timeout tells the rest
 	case ok:
 		go a.post(func(s *supervisor) {
 			if s.alive(w) {
