@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/recluster-go/recluster/internal/proto"
@@ -49,6 +50,40 @@ func TestHandoffWhileTheListenerIsMade(t *testing.T) {
 		unix.Close(fds[1])
 		if queued != 1 || stranded != 0 {
 			t.Fatalf("round %d: %d queued for the listener, %d waiting for a listener that exists", i, queued, stranded)
+		}
+	}
+}
+
+// A worker names an inherited socket before it makes a listener of it,
+// and the name must be the one the listener's Addr gives, which the
+// master's registry uses too: handed connections are routed by it.
+func TestSocketNameIsTheListenersAddr(t *testing.T) {
+	for _, c := range []struct{ network, address string }{
+		{"tcp", "127.0.0.1:0"},
+		{"tcp6", "[::1]:0"},
+		{"unix", t.TempDir() + "/s"},
+		{"unixpacket", t.TempDir() + "/p"},
+	} {
+		ln, err := net.Listen(c.network, c.address)
+		if err != nil {
+			if c.network == "tcp6" {
+				continue // no IPv6 loopback here
+			}
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		raw, err := ln.(interface {
+			SyscallConn() (syscall.RawConn, error)
+		}).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var network, address string
+		var ok bool
+		raw.Control(func(fd uintptr) { network, address, ok = socketName(int(fd)) })
+		want := ln.Addr()
+		if !ok || network != want.Network() || address != want.String() {
+			t.Errorf("%s %s: socketName says %q %q (%v), the listener %q %q", c.network, c.address, network, address, ok, want.Network(), want.String())
 		}
 	}
 }

@@ -312,21 +312,54 @@ func listenInherited(network, address string) (net.Listener, bool, error) {
 		if err != nil {
 			return nil, true, fmt.Errorf("worker: inherited socket %s: %w", sock.Name, err)
 		}
-		ln, err := fileListener(dup, sock.Name)
-		if err == nil {
-			// It also yields connections handed over by a draining worker
-			// (handoff.go), which may come as soon as the master hears of it.
-			addr := ln.Addr()
-			ln = newHandoffListener(ln, addr.Network(), addr.String())
+		network, address, named := socketName(dup)
+		if named {
 			// The master cannot see a worker start listening on an
-			// inherited socket: say so (ReadyWhen=listening).
-			// And that it needs no LISTEN_PID: later workers of this program
-			// file may start without the trampoline that sets it.
-			send(proto.Message{Cmd: proto.CmdListening, Network: addr.Network(), Address: addr.String(), Handoff: true, ListenPID: proto.ListenPIDOptional}, "")
+			// inherited socket: say so (ReadyWhen=listening), and that it
+			// takes handed connections, and needs no LISTEN_PID (later
+			// workers of this program file may start without the
+			// trampoline that sets it). Said before the Go runtime adds
+			// the socket to its epoll set, where the master's accept
+			// watcher would see it waiting for connections and mark it
+			// ready without knowing that it takes handed ones: a reload
+			// would then tell the old workers to hand theirs to nobody.
+			send(proto.Message{Cmd: proto.CmdListening, Network: network, Address: address, Handoff: true, ListenPID: proto.ListenPIDOptional}, "")
+		}
+		ln, err := fileListener(dup, sock.Name)
+		if err == nil && named {
+			// It also yields connections handed over by a draining worker
+			// (handoff.go), which may come as soon as the master hears of
+			// it: takeHandoff keeps them until the listener is made.
+			ln = newHandoffListener(ln, network, address)
 		}
 		return ln, true, err
 	}
 	return nil, false, nil
+}
+
+// socketName names a socket as its net.Listener's Addr would (getsockname,
+// converted as package net does), before there is a listener.
+func socketName(fd int) (network, address string, ok bool) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return "", "", false
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return "tcp", (&net.TCPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}).String(), true
+	case *unix.SockaddrInet6:
+		zone := ""
+		if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); sa.ZoneId != 0 && err == nil {
+			zone = ifi.Name
+		}
+		return "tcp", (&net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port, Zone: zone}).String(), true
+	case *unix.SockaddrUnix:
+		if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err == nil && t == unix.SOCK_SEQPACKET {
+			return "unixpacket", sa.Name, true
+		}
+		return "unix", sa.Name, true
+	}
+	return "", "", false
 }
 
 // Ready tells the master that this worker is ready to serve, which is when
