@@ -21,9 +21,10 @@ type master struct {
 	log     *slog.Logger
 	notify  *sdNotifier
 	stopReq chan struct{}
-	// slots is the number of slots the last Status showed; only onEvent
-	// reads and writes it.
-	slots   int
+	// slots is the number of slots the last Status showed. allActive
+	// keeps it, on the event goroutine (onEvent) and, after an upgrade in
+	// place, on the main one.
+	slots   atomic.Int64
 	logFile *logFile // --log-file, or nil
 
 	// stopping is set once the stop has begun.
@@ -144,7 +145,7 @@ func (m *master) onEvent(e recluster.Event) {
 		// Only the first READY=1 needs this check, and a reload of N
 		// workers makes N of these events.
 		if !m.notify.hasStarted() && m.allActive() {
-			m.notify.started(firstReady(m.slots, e.Generation))
+			m.notify.started(firstReady(int(m.slots.Load()), e.Generation))
 			go returnMemory()
 		}
 	case recluster.EventReloadDrained:
@@ -203,11 +204,11 @@ func reloaded(gen int) string {
 // for the Status, which reads /proc for every worker, only when they
 // might be enough.
 func (m *master) allActive() bool {
-	if len(m.c.ActiveWorkers()) < m.slots {
+	if int64(len(m.c.ActiveWorkers())) < m.slots.Load() {
 		return false
 	}
 	st := m.c.Status()
-	m.slots = st.Slots
+	m.slots.Store(int64(st.Slots))
 	active := map[int]bool{}
 	for _, w := range st.Workers {
 		if w.State == recluster.WorkerActive {
