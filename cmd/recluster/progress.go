@@ -50,7 +50,11 @@ func newProgressView(w io.Writer) *progressView {
 func (v *progressView) show(r control.Response) {
 	e := r.Event
 	if e == nil {
-		v.line(time.Now(), r.Progress)
+		at := r.Time
+		if at.IsZero() {
+			at = time.Now()
+		}
+		v.line(at, r.Progress)
 		return
 	}
 	if e.Kind == recluster.EventReloadStarted {

@@ -111,6 +111,10 @@ type Response struct {
 	Missed int `json:"missed,omitempty"`
 	// Event is the step a progress line reports (reload with Progress).
 	Event *Event `json:"event,omitempty"`
+	// Time (a reload's progress line without an Event) is when the master
+	// said it: a client that stamped it on arrival would show it after
+	// the events that happened meanwhile, with a later time than theirs.
+	Time time.Time `json:"time,omitzero"`
 }
 
 // Event is a lifecycle event (recluster.Event) as the control socket

@@ -520,7 +520,7 @@ func (r *reloadSteps) push(e recluster.Event) {
 	}
 }
 
-func (r *reloadSteps) say(line string) { r.q.Push(Response{Progress: line}) }
+func (r *reloadSteps) say(line string) { r.q.Push(Response{Progress: line, Time: time.Now()}) }
 
 // close waits until every queued line has been written.
 func (r *reloadSteps) close() {
