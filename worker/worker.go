@@ -312,7 +312,7 @@ func listenInherited(network, address string) (net.Listener, bool, error) {
 		if err != nil {
 			return nil, true, fmt.Errorf("worker: inherited socket %s: %w", sock.Name, err)
 		}
-		network, address, named := socketName(dup)
+		sockNet, sockAddr, named := socketName(dup)
 		if named {
 			// The master cannot see a worker start listening on an
 			// inherited socket: say so (ReadyWhen=listening), and that it
@@ -323,14 +323,14 @@ func listenInherited(network, address string) (net.Listener, bool, error) {
 			// watcher would see it waiting for connections and mark it
 			// ready without knowing that it takes handed ones: a reload
 			// would then tell the old workers to hand theirs to nobody.
-			send(proto.Message{Cmd: proto.CmdListening, Network: network, Address: address, Handoff: true, ListenPID: proto.ListenPIDOptional}, "")
+			send(proto.Message{Cmd: proto.CmdListening, Network: sockNet, Address: sockAddr, Handoff: true, ListenPID: proto.ListenPIDOptional}, "")
 		}
 		ln, err := fileListener(dup, sock.Name)
 		if err == nil && named {
 			// It also yields connections handed over by a draining worker
 			// (handoff.go), which may come as soon as the master hears of
 			// it: takeHandoff keeps them until the listener is made.
-			ln = newHandoffListener(ln, network, address)
+			ln = newHandoffListener(ln, sockNet, sockAddr)
 		}
 		return ln, true, err
 	}
