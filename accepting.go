@@ -37,7 +37,7 @@ func (s *supervisor) awaitAccepting(w *Worker, sockets []*ownedSocket) {
 		}
 	}
 	if s.accepts == nil {
-		s.accepts = &acceptWatcher{post: s.post, done: s.c.done, wake: make(chan struct{}, 1)}
+		s.accepts = &acceptWatcher{post: s.post, done: s.c.done, wake: make(chan struct{}, 1), accepting: acceptingOn}
 		go s.accepts.run()
 	}
 	stop := make(chan struct{})
@@ -57,6 +57,9 @@ func (s *supervisor) awaitAccepting(w *Worker, sockets []*ownedSocket) {
 type acceptWatcher struct {
 	post func(func(*supervisor))
 	done <-chan struct{} // the cluster's: the watcher ends with it
+	// accepting is acceptingOn, which the tests of the rules of look
+	// stand in for.
+	accepting func(pid int, inodes map[uint64]bool, tree *procTree, now time.Time) (bool, error)
 
 	// mu guards inbox, the handover from the supervisor to run, which
 	// owns the watches from then on.
@@ -75,9 +78,13 @@ type acceptWatch struct {
 	// unhandled is its process's (process.unhandled): what the worker
 	// sent before it began to accept must reach the supervisor first.
 	unhandled func() bool
-	next      time.Time // when to look again
-	delay     time.Duration
-	deadline  time.Time
+	// seenAccepting is set once the worker was seen accepting while its
+	// channel still held something unread: from then on only the channel
+	// is looked at, which is one ioctl instead of a walk of /proc.
+	seenAccepting bool
+	next          time.Time // when to look again
+	delay         time.Duration
+	deadline      time.Time
 }
 
 func (a *acceptWatcher) add(aw *acceptWatch) {
@@ -150,7 +157,10 @@ func (aw *acceptWatch) stopped() bool {
 
 // look checks one worker and reports whether its watch is over.
 func (a *acceptWatcher) look(aw *acceptWatch, now time.Time, tree *procTree) bool {
-	ok, err := acceptingOn(aw.pid, aw.inodes, tree, now)
+	ok, err := aw.seenAccepting, error(nil)
+	if !ok {
+		ok, err = a.accepting(aw.pid, aw.inodes, tree, now)
+	}
 	var why *undetectable
 	w := aw.w
 	switch {
@@ -158,7 +168,10 @@ func (a *acceptWatcher) look(aw *acceptWatch, now time.Time, tree *procTree) boo
 		// The worker package says on the channel, before it accepts,
 		// that it takes handed connections: marked ready first, the
 		// worker could be chosen to succeed a draining one that the
-		// master then tells to hand its connections to nobody.
+		// master then tells to hand its connections to nobody. The
+		// channel is asked only after the accept is seen, since the
+		// message comes before it.
+		aw.seenAccepting = true
 		aw.next = now.Add(acceptPollFirst)
 		return now.After(aw.deadline) // then its ready timeout tells the rest
 	case ok:

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,9 +41,8 @@ func acceptingOn(pid int, inodes map[uint64]bool, tree *procTree, now time.Time)
 	if ok, err := processAccepting(r, pid, inodes); ok || err != nil {
 		return ok, err
 	}
-	// The tree is copied: looking into each process reuses the reader.
-	kids := slices.Clone(tree.descendants(pid, now))
-	for _, p := range kids {
+	// processAccepting reads no tree, so the reader's slice stays valid.
+	for _, p := range tree.descendants(pid, now) {
 		ok, err := processAccepting(r, p, inodes)
 		if errors.Is(err, errProcessGone) {
 			continue // a child that exited meanwhile
@@ -132,8 +130,8 @@ func epollWatches(fdinfo string, fds map[int]bool, inodes map[uint64]bool) bool 
 // blockedOn reports whether a thread of the process is blocked in a
 // system call that waits for a connection on one of fds.
 func blockedOn(r *procFS, pid int, fds map[int]bool) (bool, error) {
-	r.tids = r.tids[:0]
-	if err := r.numericEntries(r.procPath(pid, 0, "/task"), func(tid int) { r.tids = append(r.tids, tid) }); err != nil {
+	tids, err := r.threads(pid)
+	if err != nil {
 		return false, procError(err)
 	}
 	var mem *os.File
@@ -142,7 +140,7 @@ func blockedOn(r *procFS, pid int, fds map[int]bool) (bool, error) {
 			mem.Close()
 		}
 	}()
-	for _, tid := range r.tids {
+	for _, tid := range tids {
 		b, err := r.readFile(r.procPath(pid, tid, "/syscall"))
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {

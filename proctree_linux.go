@@ -27,19 +27,25 @@ type procFS struct {
 	pids  []int // the last tree returned
 	tids  []int
 	fds   []int
+	// table is set when the kernel lacks the children files: the parents
+	// of every process, read at once.
 	table procTable
-	// withTable is set when the kernel lacks the children files; the
-	// parents of every process are then read once, into table.
-	withTable bool
 }
 
 func newProcFS() *procFS {
 	r := &procFS{file: make([]byte, 0, 1024), link: make([]byte, 0, 128), dents: make([]byte, 8192), path: make([]byte, 0, 64)}
 	if !haveChildrenFiles() {
-		r.withTable = true
 		r.table = r.readProcTable()
 	}
 	return r
+}
+
+// threads lists pid's threads into r.tids, which it returns; the slice is
+// valid until the next call.
+func (r *procFS) threads(pid int) ([]int, error) {
+	r.tids = r.tids[:0]
+	err := r.numericEntries(r.procPath(pid, 0, "/task"), func(tid int) { r.tids = append(r.tids, tid) })
+	return r.tids, err
 }
 
 var haveChildrenFiles = sync.OnceValue(func() bool {
@@ -147,7 +153,7 @@ func (r *procFS) numericEntries(dir string, f func(int)) error {
 }
 
 // parseDecimal reads the unsigned decimal number at the start of b, up to
-// a NUL, a space or the end.
+// its first byte that is not a digit (a NUL, a space, a closing bracket).
 func parseDecimal(b []byte) (int64, bool) {
 	var n int64
 	digits := 0
@@ -166,16 +172,15 @@ func parseDecimal(b []byte) (int64, bool) {
 func (r *procFS) tree(pid int) []int {
 	r.pids = append(r.pids[:0], pid)
 	for i := 0; i < len(r.pids); i++ {
-		if r.withTable {
+		if r.table != nil {
 			r.pids = append(r.pids, r.table[r.pids[i]]...)
 			continue
 		}
 		parent := r.pids[i]
 		// A child is listed in the children file of the thread that
 		// forked it.
-		r.tids = r.tids[:0]
-		r.numericEntries(r.procPath(parent, 0, "/task"), func(tid int) { r.tids = append(r.tids, tid) })
-		for _, tid := range r.tids {
+		tids, _ := r.threads(parent)
+		for _, tid := range tids {
 			b, err := r.readFile(r.procPath(parent, tid, "/children"))
 			if err != nil {
 				continue
@@ -271,7 +276,7 @@ type procTree struct {
 // reader returns the reader of the watcher's goroutine.
 func (t *procTree) reader() *procFS {
 	if t.r == nil {
-		t.r, t.taken = newProcFS(), time.Time{}
+		t.r, t.taken = newProcFS(), time.Now()
 	}
 	return t.r
 }
@@ -280,11 +285,12 @@ func (t *procTree) reader() *procFS {
 // again when what it holds is older than acceptPollMax at now. The slice
 // is valid until the next call.
 func (t *procTree) descendants(pid int, now time.Time) []int {
-	if t.r == nil || now.Sub(t.taken) >= acceptPollMax {
-		if t.r == nil || t.r.withTable {
-			t.r = newProcFS()
+	r := t.reader()
+	if now.Sub(t.taken) >= acceptPollMax {
+		if r.table != nil {
+			r.table = r.readProcTable()
 		}
 		t.taken = now
 	}
-	return t.r.tree(pid)[1:]
+	return r.tree(pid)[1:]
 }

@@ -46,7 +46,7 @@ func TestRestartAbortRules(t *testing.T) {
 		opts             recluster.Options
 	}{
 		{"exits", "broken", "exited with code 1 before it was ready", recluster.Options{Workers: 2}},
-		{"never-ready", "never-ready", "not ready within", recluster.Options{Workers: 2, ReadyWhen: recluster.Ready, ReadyTimeout: 500 * time.Millisecond}},
+		{"never-ready", "never-ready", "not ready within", recluster.Options{Workers: 2, ReadyWhen: recluster.Ready, ReadyTimeout: 2 * time.Second}},
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,17 +94,11 @@ func TestRestartAbortRules(t *testing.T) {
 			if len(tc.Workers()) != 2 {
 				t.Fatalf("want the 2 old workers only, got %v", tc.Workers())
 			}
-			// The slot can be restarted again once the program is fixed. A
-			// loaded machine may start the fixed worker slower than the short
-			// ReadyTimeout of never-ready: only that abort is tried again.
-			for attempt := 1; ; attempt++ {
-				err := tc.Restart(context.Background(), 0)
-				if err == nil {
-					break
-				}
-				if attempt == 5 || tt.opts.ReadyTimeout == 0 || !strings.Contains(err.Error(), "not ready within") {
-					t.Fatal(err)
-				}
+			// The slot can be restarted again once the program is fixed.
+			// never-ready's ReadyTimeout is the fixed worker's too: it is
+			// long enough for a worker started on a loaded machine.
+			if err := tc.Restart(context.Background(), 0); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

@@ -223,12 +223,17 @@ function main() {
     delete process.env[k];
   }
   const onListening = () => {
+    // A Unix socket's address is its path, a string.
     const a = server.address();
-    const address = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+    const network = typeof a === 'string' ? 'unix' : 'tcp';
+    let address = a;
+    if (network === 'tcp') {
+      address = a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+    }
     log(`serving on ${address}`);
     if (fd >= 0) {
       // Before ready, so that the master has heard it once this worker counts.
-      send({ cmd: 'listening', network: 'tcp', address, listen_pid: 'optional' });
+      send({ cmd: 'listening', network, address, listen_pid: 'optional' });
     }
     send({ cmd: 'ready' });
   };

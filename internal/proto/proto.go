@@ -287,6 +287,11 @@ func (c *Conn) fill() {
 		} else {
 			c.uc.SetReadDeadline(by)
 		}
+		if c.interrupted.Load() {
+			// An Interrupt between the check above and this deadline
+			// must still end the read.
+			c.uc.SetReadDeadline(time.Now())
+		}
 	}
 	c.pendingMu.Lock()
 	c.unhandled = false
@@ -321,7 +326,16 @@ func (c *Conn) receive(data, oob []byte) (n, oobn int, err error) {
 	err = rc.Read(func(fd uintptr) bool {
 		c.pendingMu.Lock()
 		defer c.pendingMu.Unlock()
-		n, oobn, _, _, recvErr = unix.Recvmsg(int(fd), data, oob, 0)
+		if recvmsgFlags == 0 {
+			syscall.ForkLock.RLock()
+			defer syscall.ForkLock.RUnlock()
+		}
+		n, oobn, _, _, recvErr = unix.Recvmsg(int(fd), data, oob, recvmsgFlags)
+		if recvmsgFlags == 0 && oobn > 0 {
+			for _, fd := range parseRights(oob[:oobn]) {
+				unix.CloseOnExec(fd)
+			}
+		}
 		if recvErr == unix.EAGAIN || recvErr == unix.EINTR {
 			return false // wait until readable, or the deadline
 		}
@@ -375,9 +389,6 @@ func parseRights(oob []byte) []int {
 		got, err := unix.ParseUnixRights(&msg)
 		if err != nil {
 			continue
-		}
-		for _, fd := range got {
-			unix.CloseOnExec(fd)
 		}
 		fds = append(fds, got...)
 	}

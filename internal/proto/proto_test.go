@@ -49,6 +49,11 @@ func TestListenReplyCarriesItsDescriptor(t *testing.T) {
 	if got.Ino != want.Ino {
 		t.Fatal("the descriptor received is not the one sent")
 	}
+	// A child forked now must not inherit it (a handed client connection
+	// would never see its FIN).
+	if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Fatalf("the descriptor received is not close-on-exec: flags %#x, %v", flags, err)
+	}
 	unix.Close(fd)
 	m, fd, err = worker.Receive()
 	if err != nil || m.Error != "no" || fd != -1 {
