@@ -24,13 +24,20 @@ func pair(t *testing.T) (*Conn, *Conn) {
 	return a, b
 }
 
-func TestListenReplyCarriesItsDescriptor(t *testing.T) {
-	master, worker := pair(t)
+// sendableFile is a file whose descriptor a test passes over a channel.
+func sendableFile(t *testing.T) *os.File {
+	t.Helper()
 	f, err := os.CreateTemp(t.TempDir(), "fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestListenReplyCarriesItsDescriptor(t *testing.T) {
+	master, worker := pair(t)
+	f := sendableFile(t)
 	master.Send(Message{Cmd: CmdDisconnect}, -1)
 	master.Send(Message{Cmd: CmdListen, ID: 7, Address: "x"}, int(f.Fd()))
 	master.Send(Message{Cmd: CmdListen, ID: 8, Error: "no"}, -1)
@@ -97,11 +104,7 @@ func TestReceiveEndsWhenThePeerCloses(t *testing.T) {
 func TestDiscardFDsClosesWhatAWorkerSends(t *testing.T) {
 	master, worker := pair(t)
 	master.DiscardFDs = true
-	f, err := os.CreateTemp(t.TempDir(), "fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := sendableFile(t)
 	for i := 0; i < 3; i++ {
 		worker.Send(Message{Cmd: CmdHeartbeat}, int(f.Fd()))
 	}
@@ -230,11 +233,7 @@ func receiveReadyThenInterrupt(t *testing.T, master *Conn) {
 // channel ends by the bound once nothing more comes.
 func TestCloseAfterReadingBoundsSilenceNotTheWholeRead(t *testing.T) {
 	master, worker := pair(t)
-	f, err := os.CreateTemp(t.TempDir(), "fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := sendableFile(t)
 	const handed = 5
 	for range handed {
 		if err := worker.Send(Message{Cmd: CmdHandoff, Address: "x"}, int(f.Fd())); err != nil {
@@ -265,11 +264,7 @@ func TestCloseAfterReadingBoundsSilenceNotTheWholeRead(t *testing.T) {
 // socket are not silence, and they may carry handed connections.
 func TestCloseAfterReadingKeepsWhatWaitsPastTheBound(t *testing.T) {
 	master, worker := pair(t)
-	f, err := os.CreateTemp(t.TempDir(), "fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := sendableFile(t)
 	const handed = 3 // each with a descriptor: one receive apiece
 	for range handed {
 		if err := worker.Send(Message{Cmd: CmdHandoff, Address: "x"}, int(f.Fd())); err != nil {
